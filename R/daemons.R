@@ -1,0 +1,319 @@
+#' Daemons (Set Persistent Processes)
+#'
+#' Set daemons: persistent background processes that receive and evaluate
+#' [mirai()] tasks. `daemons(n)` starts `n` local daemons; `daemons(url =
+#' ...)` listens at a URL for daemons dialling in from anywhere. Setting
+#' daemons again replaces the existing ones; `daemons(0)` resets.
+#'
+#' Each compute profile (`.compute`) is an independent pool of daemons;
+#' several can coexist. Daemons exit by themselves when the host session
+#' ends or their connection drops, leaving no orphan processes.
+#'
+#' @param n integer number of local daemons to launch; `0` resets the
+#'   profile (daemons exit, unresolved mirai resolve to 'errorValue' 19);
+#'   `NULL` resets and also sends explicit exit signals (for daemons
+#'   started with `autoexit = FALSE`).
+#' @param url (optional) the URL to listen at for daemons, e.g.
+#'   `"tcp://127.0.0.1:0"` (port 0 picks a free port), or `"ipc:///path"`.
+#'   See [local_url()].
+#' @param remote (optional) a launch configuration for starting daemons on
+#'   other machines (see [launch_remote()]).
+#' @param dispatcher logical: `TRUE` queues tasks at a dispatcher that sends
+#'   them first-in first-out to free daemons; `FALSE` deals tasks to the
+#'   connected daemons round-robin.
+#' @param ... daemon settings passed to [daemon()]: `asyncdial`,
+#'   `autoexit`, `cleanup`, `output`, `idletime`, `walltime`, `maxtasks`.
+#' @param sync logical: `TRUE` evaluates each mirai synchronously in the
+#'   current process (for testing and debugging, `browser()` works). Other
+#'   arguments but `seed` and `.compute` are then ignored.
+#' @param seed `NULL` gives each daemon its own L'Ecuyer-CMRG random number
+#'   stream; an integer gives each mirai its own stream instead, so results
+#'   are reproducible whichever daemon runs them.
+#' @param memory (dispatcher) MB budget for queued task payloads.
+#' @param serial (dispatcher) custom serialization configuration.
+#' @param tls,pass certificate, key and password function for secure
+#'   URLs.
+#' @param .compute character name of the compute profile (`NULL` for the
+#'   default profile `"default"`).
+#'
+#' @return Invisibly, logical `TRUE` (class 'miraiDaemons', usable with
+#'   [with()]) when daemons are set, `FALSE` on reset.
+#' @examples
+#' \donttest{
+#' daemons(2, dispatcher = FALSE)
+#' status()
+#' m <- mirai(Sys.getpid())
+#' m[]
+#' daemons(0)
+#'
+#' with(daemons(1, dispatcher = FALSE), mirai(1 + 1)[])
+#' }
+#' @export
+daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
+                    seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
+                    .compute = NULL) {
+  name <- .profile_name(.compute)
+  if (!missing(n)) {
+    if (is.null(n)) return(invisible(.reset(name, exit = TRUE)))
+    if (is.character(n)) stop(.messages$numeric_n, call. = FALSE)
+    if (!is.numeric(n) || length(n) != 1L || is.na(n))
+      stop("`n` must be a single number", call. = FALSE)
+    if (n < 0) stop(.messages$n_zero, call. = FALSE)
+    if (n == 0 && is.null(url)) return(invisible(.reset(name, exit = FALSE)))
+  } else if (is.null(url) && !sync) {
+    stop("provide `n` (the number of local daemons) or `url`", call. = FALSE)
+  }
+  if (!is.null(url) && (!is.character(url) || length(url) != 1L || is.na(url)))
+    stop(sprintf("`url` must be of type character, not %s", typeof(url)), call. = FALSE)
+  if (!is.logical(dispatcher) || length(dispatcher) != 1L || is.na(dispatcher))
+    stop("`dispatcher` must be either TRUE or FALSE", call. = FALSE)
+  .check_flag(sync, "sync")
+  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed)))
+    stop("`seed` must be NULL or a single integer", call. = FALSE)
+  settings <- .daemon_settings(list(...))
+
+  .reset(name, exit = FALSE)
+  profile <- new.env(parent = emptyenv())
+  profile$name <- name
+  profile$sync <- sync
+  profile$dispatcher <- dispatcher
+  profile$settings <- settings
+  profile$per_task_seed <- !is.null(seed)
+  profile$stream <- .initial_stream(seed)
+  if (sync) {
+    profile$url <- "sync"
+    profile$n <- 0L
+    ..[[name]] <- profile
+    return(invisible(structure(TRUE, class = "miraiDaemons", profile = name)))
+  }
+  profile$host <- .Call(wrap__host_listen, url %||% local_url(), FALSE)
+  profile$url <- .Call(wrap__host_url, profile$host)
+  profile$n <- if (missing(n)) 0L else as.integer(n)
+  ..[[name]] <- profile
+  if (profile$n > 0L) {
+    ok <- FALSE
+    on.exit(if (!ok) .reset(name, exit = TRUE))
+    .launch_local(profile, profile$n, settings)
+    .sync_daemons(profile, profile$n)
+    ok <- TRUE
+  }
+  if (!is.null(remote)) launch_remote(remote = remote, .compute = name)
+  invisible(structure(TRUE, class = "miraiDaemons", profile = name))
+}
+
+# Tear a profile down: daemons drop (or are told to exit), unfinished mirai
+# resolve to errorValue 19. FALSE, as daemons() returns on reset.
+.reset <- function(name, exit) {
+  profile <- ..[[name]]
+  if (!is.null(profile)) {
+    if (!is.null(profile$host)) .Call(wrap__host_close, profile$host, exit)
+    rm(list = name, envir = ..)
+  }
+  FALSE
+}
+
+# Wait until `n` daemons are connected, reporting progress if it is slow.
+.sync_daemons <- function(profile, n, timeout = 30000) {
+  got <- .Call(wrap__host_wait, profile$host, n, 1000)
+  waited <- 1000
+  while (got >= 0L && got < n && waited < timeout) {
+    message(sprintf("initial sync with daemon(s) [%d/%d connected]", got, n))
+    got <- .Call(wrap__host_wait, profile$host, n, 2000)
+    waited <- waited + 2000
+  }
+  if (got < 0L) .interrupt()
+  if (got < n) warning(sprintf("only %d of %d daemons connected within %d seconds",
+                               got, n, timeout %/% 1000), call. = FALSE)
+  invisible(got)
+}
+
+#' @export
+print.miraiDaemons <- function(x, ...) {
+  print(unclass(x)[1L])
+  invisible(x)
+}
+
+#' @export
+with.miraiDaemons <- function(data, expr, ...) {
+  name <- attr(data, "profile")
+  prev <- .state$default_profile
+  .state$default_profile <- name
+  on.exit({
+    .state$default_profile <- prev
+    daemons(0L, .compute = name)
+  })
+  expr
+}
+
+#' Status Information
+#'
+#' `status()` describes a compute profile's connections. `info()` gives its
+#' key statistics as a named integer vector. `daemons_set()` tells whether
+#' daemons are set; `require_daemons()` errors if not.
+#'
+#' @inheritParams mirai
+#' @param .compute character compute profile name (`NULL` for the
+#'   default), or a 'miraiCluster'.
+#'
+#' @return `status()`: a list with `connections` (integer) and `daemons`
+#'   (the URL daemons dial, or `0L` when none are set); with dispatcher also
+#'   `mirai` and `memory`.
+#' @examples
+#' \donttest{
+#' daemons(1, dispatcher = FALSE)
+#' status()
+#' info()
+#' daemons_set()
+#' daemons(0)
+#' }
+#' @export
+status <- function(.compute = NULL) {
+  if (inherits(.compute, "miraiCluster")) .compute <- attr(.compute, "id")
+  profile <- .profile(.compute)
+  if (is.null(profile)) return(list(connections = 0L, daemons = 0L))
+  if (profile$sync) return(list(connections = 0L, daemons = profile$url))
+  counts <- .Call(wrap__host_counts, profile$host)
+  list(connections = counts[1L], daemons = profile$url)
+}
+
+#' @rdname status
+#' @return `info()`: named integer vector `c(connections, cumulative,
+#'   awaiting, executing, completed)` (the last three `NA` without
+#'   dispatcher), or `NULL` when no daemons are set.
+#' @export
+info <- function(.compute = NULL) {
+  profile <- .profile(.compute)
+  if (is.null(profile)) return(NULL)
+  counts <- if (profile$sync) c(0L, 0L) else .Call(wrap__host_counts, profile$host)[1:2]
+  c(connections = counts[1L], cumulative = counts[2L],
+    awaiting = NA_integer_, executing = NA_integer_, completed = NA_integer_)
+}
+
+#' @rdname status
+#' @return `daemons_set()`: logical.
+#' @export
+daemons_set <- function(.compute = NULL) !is.null(.profile(.compute))
+
+#' @rdname status
+#' @param call the execution environment of the calling function, for the
+#'   error message.
+#' @return `require_daemons()`: invisible `TRUE`, or an error.
+#' @export
+require_daemons <- function(.compute = NULL, call = environment()) {
+  if (daemons_set(.compute)) return(invisible(TRUE))
+  name <- .profile_name(.compute)
+  msg <- if (identical(name, "default")) "No daemons set." else
+    sprintf("No daemons set for the '%s' compute profile.", name)
+  hint <- if (identical(name, "default")) "mirai::daemons(6)" else
+    sprintf("mirai::daemons(6, .compute = \"%s\")", name)
+  msg <- sprintf("%s\nUse e.g. `%s` to set 6 local daemons.", msg, hint)
+  stop(errorCondition(msg, class = "miraiNoDaemons", call = .frame_call(call)))
+}
+
+# The call of the frame whose environment is `env` (NULL if none).
+.frame_call <- function(env) {
+  if (!is.environment(env)) return(NULL)
+  frames <- sys.frames()
+  for (i in rev(seq_along(frames))) if (identical(frames[[i]], env)) return(sys.call(i))
+  NULL
+}
+
+#' With Daemons
+#'
+#' `with_daemons()` evaluates an expression with a named compute profile as
+#' the default; `local_daemons()` makes it the default until the calling
+#' frame exits. Both error if that profile has no daemons set.
+#'
+#' @param .compute character compute profile name.
+#' @param expr an expression to evaluate.
+#' @param frame the frame (environment) to scope the change to.
+#' @return `with_daemons()`: the value of `expr`. `local_daemons()`:
+#'   invisible `NULL`.
+#' @examples
+#' \donttest{
+#' daemons(1, dispatcher = FALSE, .compute = "cpu")
+#' with_daemons("cpu", mirai(Sys.getpid())[])
+#' daemons(0, .compute = "cpu")
+#' }
+#' @export
+with_daemons <- function(.compute, expr) {
+  require_daemons(.compute)
+  prev <- .state$default_profile
+  .state$default_profile <- .compute
+  on.exit(.state$default_profile <- prev)
+  expr
+}
+
+#' @rdname with_daemons
+#' @export
+local_daemons <- function(.compute, frame = parent.frame()) {
+  require_daemons(.compute)
+  prev <- .state$default_profile
+  .state$default_profile <- .compute
+  restore <- function() .state$default_profile <- prev
+  do.call(on.exit, list(call("(", restore), add = TRUE), envir = frame)
+  invisible()
+}
+
+#' Evaluate Everywhere
+#'
+#' Evaluates an expression on every daemon connected to a compute profile,
+#' keeping the resulting state there (loaded packages, global variables,
+#' options) whatever the daemons' `cleanup` setting.
+#'
+#' @inheritParams mirai
+#' @param .min (dispatcher) the minimum number of daemons to reach.
+#' @return Invisibly, a 'mirai_map' of the individual results.
+#' @examples
+#' \donttest{
+#' daemons(2, dispatcher = FALSE)
+#' everywhere(library(stats), x = 1)
+#' mirai(x)[]
+#' daemons(0)
+#' }
+#' @export
+everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
+  require_daemons(.compute)
+  profile <- .profile(.compute)
+  expr <- .task_expr(substitute(.expr), parent.frame())
+  task <- .make_task(expr, list(...), .args, NULL)
+  if (profile$sync) {
+    .eval_task(task, .GlobalEnv)
+    return(invisible(structure(list(), class = c("mirai_map", "list"))))
+  }
+  aios <- .Call(wrap__host_broadcast, profile$host, task)
+  invisible(structure(lapply(aios, .new_mirai), class = c("mirai_map", "list")))
+}
+
+#' Next >> Developer Interface
+#'
+#' `nextstream()` advances and returns a compute profile's L'Ecuyer-CMRG
+#' random number stream. `nextget()` returns one of a profile's settings:
+#' `"url"`, `"n"`, `"dispatcher"`, `"sync"` or `"stream"`.
+#'
+#' @param x character name of a setting.
+#' @param .compute character compute profile name.
+#' @return `nextstream()`: an integer vector of length 7 (or `NULL` if no
+#'   daemons are set). `nextget()`: the setting, or `NULL`.
+#' @examples
+#' \donttest{
+#' daemons(url = "tcp://127.0.0.1:0", dispatcher = FALSE)
+#' nextget("url")
+#' nextstream()
+#' daemons(0)
+#' }
+#' @export
+nextstream <- function(.compute = "default") {
+  profile <- .profile(.compute)
+  if (is.null(profile)) return(NULL)
+  .next_stream(profile)
+}
+
+#' @rdname nextstream
+#' @export
+nextget <- function(x, .compute = "default") {
+  if (!is.character(x) || length(x) != 1L) stop("`x` must be a character string", call. = FALSE)
+  profile <- .profile(.compute)
+  if (is.null(profile)) return(NULL)
+  get0(x, envir = profile, inherits = FALSE)
+}

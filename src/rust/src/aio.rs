@@ -1,0 +1,158 @@
+//! A pending result ("aio"): shared between the I/O threads that complete it
+//! and the R thread that reads it.
+//!
+//! All aios signal one process-wide condition variable when they complete
+//! rather than carrying one each: only R's main thread ever waits, and a
+//! single signal lets it wait on one mirai or race many with the same code,
+//! at a few bytes per task.
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// errorValue codes used by the package.
+pub const ERR_TIMEOUT: i32 = 5;
+pub const ERR_CLOSED: i32 = 7;
+pub const ERR_PROTOCOL: i32 = 13;
+pub const ERR_CONNECTION_RESET: i32 = 19;
+pub const ERR_CANCELED: i32 = 20;
+
+#[derive(Debug)]
+pub enum Outcome {
+    Pending,
+    /// A serialized R value (from the given offset on), to be unserialized
+    /// on the R thread. The offset skips the frame's header without a copy;
+    /// the flag tells whether the value is an evaluation error.
+    Value(Vec<u8>, usize, bool),
+    /// An errorValue code.
+    Error(i32),
+    /// The value has been handed to R (which caches it).
+    Taken,
+}
+
+#[derive(Debug)]
+pub struct Aio {
+    pub id: u64,
+    outcome: Mutex<Outcome>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Generation counter bumped on every completion, and the condvar waiters
+/// sleep on.
+static COMPLETIONS: Mutex<u64> = Mutex::new(0);
+static COMPLETED: Condvar = Condvar::new();
+/// Bumped on every completion that is an error of any kind, so a map
+/// collected with `.stop` looks for errors only when one has happened.
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+impl Aio {
+    pub fn new() -> Arc<Aio> {
+        Arc::new(Aio {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            outcome: Mutex::new(Outcome::Pending),
+        })
+    }
+
+    /// Complete with `outcome` unless already complete. Returns whether this
+    /// call completed it.
+    pub fn complete(&self, outcome: Outcome) -> bool {
+        {
+            let mut o = self.outcome.lock();
+            if !matches!(*o, Outcome::Pending) {
+                return false;
+            }
+            if matches!(outcome, Outcome::Error(_) | Outcome::Value(_, _, true)) {
+                ERRORS.fetch_add(1, Ordering::SeqCst);
+            }
+            *o = outcome;
+        }
+        *COMPLETIONS.lock() += 1;
+        COMPLETED.notify_all();
+        true
+    }
+
+    pub fn is_pending(&self) -> bool {
+        matches!(*self.outcome.lock(), Outcome::Pending)
+    }
+
+    /// Resolved to an error (code or evaluation error). Once the value has
+    /// been taken by R this is remembered by R, not here.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            *self.outcome.lock(),
+            Outcome::Error(_) | Outcome::Value(_, _, true)
+        )
+    }
+
+    /// Take the outcome for conversion to R (which caches it), leaving
+    /// `Taken` behind once complete.
+    pub fn take(&self) -> Outcome {
+        let mut o = self.outcome.lock();
+        match &*o {
+            Outcome::Pending => Outcome::Pending,
+            Outcome::Taken => Outcome::Taken,
+            _ => std::mem::replace(&mut *o, Outcome::Taken),
+        }
+    }
+}
+
+/// How many error completions there have been in this process.
+pub fn error_count() -> u64 {
+    ERRORS.load(Ordering::SeqCst)
+}
+
+/// The current completion generation: wait with [`wait_for_completion`]
+/// after checking state, so no completion in between is missed.
+pub fn generation() -> u64 {
+    *COMPLETIONS.lock()
+}
+
+/// Sleep until some aio completes after generation `seen`, or `slice` passes.
+pub fn wait_for_completion(seen: u64, slice: Duration) {
+    let deadline = Instant::now() + slice;
+    let mut g = COMPLETIONS.lock();
+    while *g == seen {
+        if COMPLETED.wait_until(&mut g, deadline).timed_out() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completes_once() {
+        let a = Aio::new();
+        assert!(a.is_pending());
+        assert!(a.complete(Outcome::Error(ERR_CANCELED)));
+        assert!(!a.complete(Outcome::Value(vec![1], 0, false)));
+        assert!(matches!(a.take(), Outcome::Error(ERR_CANCELED)));
+        assert!(matches!(a.take(), Outcome::Taken));
+    }
+
+    #[test]
+    fn waiter_wakes_on_completion_from_another_thread() {
+        let a = Aio::new();
+        let b = a.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b.complete(Outcome::Value(vec![7], 0, false));
+        });
+        let start = Instant::now();
+        loop {
+            let g = generation();
+            if !a.is_pending() {
+                break;
+            }
+            wait_for_completion(g, Duration::from_secs(5));
+        }
+        assert!(start.elapsed() < Duration::from_secs(4));
+        t.join().unwrap();
+        assert!(matches!(a.take(), Outcome::Value(v, 0, false) if v == vec![7]));
+        assert!(matches!(a.take(), Outcome::Taken));
+    }
+}

@@ -1,0 +1,398 @@
+//! The functions R calls (`.Call(wrap__<name>, ...)`). Each converts R
+//! arguments, calls into the core, and converts back; all R <-> bytes work
+//! happens here, on R's main thread.
+
+use crate::aio::{self, Aio, Outcome, ERR_CANCELED, ERR_PROTOCOL};
+use crate::daemon::{AutoExit, Client, Incoming};
+use crate::handle::{get_handle, new_handle, Tagged};
+use crate::host::{task_frame, Host, Task};
+use crate::launch;
+use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, ID_FLAGS_LEN, RESULT};
+use crate::rapi::user_interrupted;
+use crate::serial;
+use extendr_api::prelude::*;
+use extendr_ffi::{R_ExternalPtrProtected, R_SetExternalPtrProtected, SEXP};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a wait wakes to notice Ctrl-C.
+const INTERRUPT_SLICE: Duration = Duration::from_millis(100);
+
+pub struct HostHandle(Arc<Host>);
+impl Tagged for HostHandle {
+    const TAG: &'static std::ffi::CStr = c"mirai_host";
+}
+impl Drop for HostHandle {
+    fn drop(&mut self) {
+        self.0.close(false);
+    }
+}
+
+pub struct AioHandle(Arc<Aio>);
+impl Tagged for AioHandle {
+    const TAG: &'static std::ffi::CStr = c"mirai_aio";
+}
+
+impl Tagged for Client {
+    const TAG: &'static std::ffi::CStr = c"mirai_daemon_connection";
+}
+
+fn host(h: &Robj) -> Result<&Arc<Host>> {
+    Ok(&get_handle::<HostHandle>(unsafe { h.get() })?.0)
+}
+
+fn aio_of(a: &Robj) -> Result<&Arc<Aio>> {
+    Ok(&get_handle::<AioHandle>(unsafe { a.get() })?.0)
+}
+
+fn client(c: &Robj) -> Result<&Client> {
+    Ok(get_handle::<Client>(unsafe { c.get() })?)
+}
+
+fn robj(x: SEXP) -> Robj {
+    Robj::from_sexp(x)
+}
+
+fn error_value(code: i32) -> Robj {
+    let mut r = Robj::from(code);
+    r.set_class(&["errorValue"]).unwrap();
+    r
+}
+
+fn unresolved_value() -> Robj {
+    let mut r = Robj::from(Rbool::na());
+    r.set_class(&["unresolvedValue"]).unwrap();
+    r
+}
+
+/// Optional milliseconds from R: negative (R passes -1) or Inf mean none.
+fn millis(ms: f64) -> Option<Duration> {
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64))
+}
+
+/// Wait until `done()`, answering Ctrl-C: false if interrupted.
+fn wait_until(done: impl Fn() -> bool) -> bool {
+    loop {
+        let seen = aio::generation();
+        if done() {
+            return true;
+        }
+        aio::wait_for_completion(seen, INTERRUPT_SLICE);
+        if !done() && user_interrupted() {
+            return false;
+        }
+    }
+}
+
+// ---- hosts ---------------------------------------------------------------
+
+/// Listen at `url`; an ephemeral host serves one task to one process.
+#[extendr]
+fn host_listen(url: &str, ephemeral: bool) -> Result<Robj> {
+    let h = Host::listen(url, ephemeral)?;
+    Ok(robj(new_handle(HostHandle(h))))
+}
+
+#[extendr]
+fn host_url(h: Robj) -> Result<String> {
+    Ok(host(&h)?.url().to_string())
+}
+
+/// Serialize `payload` into a task frame and queue it; returns the aio.
+#[extendr]
+fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
+    let host = host(&h)?;
+    let aio = Aio::new();
+    let mut frame = task_frame(&aio, 0, 0);
+    serial::serialize_into(unsafe { payload.get() }, &mut frame)?;
+    finish_frame(&mut frame);
+    let handle = robj(new_handle(AioHandle(aio.clone())));
+    host.submit(Task { aio, frame }, millis(timeout_ms));
+    Ok(handle)
+}
+
+/// Send `payload` to every connected daemon, to be evaluated keeping state.
+#[extendr]
+fn host_broadcast(h: Robj, payload: Robj) -> Result<Robj> {
+    let host = host(&h)?;
+    let mut body = Vec::new();
+    serial::serialize_into(unsafe { payload.get() }, &mut body)?;
+    let aios = host.broadcast(|aio| {
+        let mut f = task_frame(aio, crate::protocol::FLAG_KEEP_STATE, body.len());
+        f.extend_from_slice(&body);
+        finish_frame(&mut f);
+        f
+    });
+    let handles: Vec<Robj> = aios
+        .into_iter()
+        .map(|a| robj(new_handle(AioHandle(a))))
+        .collect();
+    Ok(List::from_values(handles).into())
+}
+
+/// c(connections, cumulative, refused)
+#[extendr]
+fn host_counts(h: Robj) -> Result<Robj> {
+    let (c, cum, refused) = host(&h)?.counts();
+    Ok(r!([c as i32, cum as i32, refused as i32]))
+}
+
+/// Wait up to `timeout_ms` for `n` daemons: the number connected, or -1 if
+/// interrupted.
+#[extendr]
+fn host_wait(h: Robj, n: i32, timeout_ms: f64) -> Result<i32> {
+    let host = host(&h)?;
+    let deadline = std::time::Instant::now() + millis(timeout_ms).unwrap_or(Duration::MAX / 4);
+    loop {
+        let now = std::time::Instant::now();
+        let got = host.wait_connections(n as usize, INTERRUPT_SLICE.min(deadline - now));
+        if got >= n as usize || std::time::Instant::now() >= deadline {
+            return Ok(got as i32);
+        }
+        if user_interrupted() {
+            return Ok(-1);
+        }
+    }
+}
+
+#[extendr]
+fn host_close(h: Robj, send_exit: bool) -> Result<()> {
+    host(&h)?.close(send_exit);
+    Ok(())
+}
+
+/// Start a daemon process; for an ephemeral host its exit ends the host.
+#[extendr]
+fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Result<i32> {
+    let host = host(&h)?.clone();
+    let on_exit: Box<dyn FnOnce() + Send> = Box::new(move || host.process_exited());
+    let pid = launch::spawn(program, &args, output, Some(on_exit))
+        .map_err(|e| format!("cannot start '{program}': {e}"))?;
+    Ok(pid as i32)
+}
+
+// ---- aios ----------------------------------------------------------------
+
+/// The value of a mirai: `unresolved` while pending, then the result,
+/// unserialized once and cached in the handle.
+#[extendr]
+fn aio_value(a: Robj) -> Result<Robj> {
+    let aio = aio_of(&a)?;
+    let x = unsafe { a.get() };
+    let value = match aio.take() {
+        Outcome::Pending => return Ok(unresolved_value()),
+        Outcome::Taken => return Ok(robj(unsafe { R_ExternalPtrProtected(x) })),
+        Outcome::Error(code) => error_value(code),
+        Outcome::Value(bytes, start, _) => match serial::unserialize(&bytes[start..]) {
+            Ok(v) => robj(v),
+            Err(_) => error_value(ERR_PROTOCOL),
+        },
+    };
+    unsafe { R_SetExternalPtrProtected(x, value.get()) };
+    Ok(value)
+}
+
+#[extendr]
+fn aio_unresolved(a: Robj) -> Result<bool> {
+    Ok(aio_of(&a)?.is_pending())
+}
+
+/// Wait for one aio: false if interrupted.
+#[extendr]
+fn aio_wait(a: Robj) -> Result<bool> {
+    let aio = aio_of(&a)?;
+    Ok(wait_until(|| !aio.is_pending()))
+}
+
+/// Wait for every aio in a list (a map), in order. Returns 0 once all are
+/// resolved; with `stop`, the 1-based index of an element that resolved to
+/// an error as soon as one does; -1 if interrupted; -2 when `tick_ms`
+/// passes first (so R can update a progress bar and call again).
+#[extendr]
+fn aio_wait_map(list: List, stop: bool, tick_ms: f64) -> Result<i32> {
+    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, a)| aio_of(&a).ok().cloned()).collect();
+    let pending = |i: usize| aios[i].as_ref().is_some_and(|a| a.is_pending());
+    let first_error = || {
+        aios.iter()
+            .position(|a| a.as_ref().is_some_and(|a| a.is_error()))
+            .map(|i| i as i32 + 1)
+    };
+    let tick = millis(tick_ms).map(|d| std::time::Instant::now() + d);
+    let mut errors_seen = aio::error_count();
+    if stop {
+        if let Some(i) = first_error() {
+            return Ok(i);
+        }
+    }
+    let mut next = 0;
+    loop {
+        let seen = aio::generation();
+        while next < aios.len() && !pending(next) {
+            next += 1;
+        }
+        if stop && aio::error_count() != errors_seen {
+            errors_seen = aio::error_count();
+            if let Some(i) = first_error() {
+                return Ok(i);
+            }
+        }
+        if next == aios.len() {
+            return Ok(0);
+        }
+        if tick.is_some_and(|t| std::time::Instant::now() >= t) {
+            return Ok(-2);
+        }
+        aio::wait_for_completion(seen, INTERRUPT_SLICE);
+        if user_interrupted() {
+            return Ok(-1);
+        }
+    }
+}
+
+/// How many aios of a list are resolved.
+#[extendr]
+fn aio_count_resolved(list: List) -> i32 {
+    list.iter()
+        .filter(|(_, a)| aio_of(a).map_or(true, |a| !a.is_pending()))
+        .count() as i32
+}
+
+/// Index (1-based) of the first resolved aio in the list, waiting for one;
+/// 0 for an empty list, -1 if interrupted. Non-aio elements count as
+/// resolved (their mirai already hold a value).
+#[extendr]
+fn aio_race(list: List) -> Result<i32> {
+    if list.len() == 0 {
+        return Ok(0);
+    }
+    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, a)| aio_of(&a).ok().cloned()).collect();
+    let first = || {
+        aios.iter()
+            .position(|a| a.as_ref().is_none_or(|a| !a.is_pending()))
+    };
+    if !wait_until(|| first().is_some()) {
+        return Ok(-1);
+    }
+    Ok(first().map_or(0, |i| i as i32 + 1))
+}
+
+/// Resolve a pending aio to errorValue 20: true if it was still pending.
+#[extendr]
+fn aio_cancel(a: Robj) -> Result<bool> {
+    Ok(aio_of(&a)?.complete(Outcome::Error(ERR_CANCELED)))
+}
+
+#[extendr]
+fn aio_id(a: Robj) -> Result<i32> {
+    Ok((aio_of(&a)?.id & 0x7fff_ffff) as i32)
+}
+
+// ---- daemons -------------------------------------------------------------
+
+/// Connect a daemon to its host. `autoexit`: TRUE, NA or FALSE.
+#[extendr]
+fn daemon_dial(url: &str, asyncdial: bool, autoexit: Rbool, tempdir: &str) -> Result<Robj> {
+    let mode = if autoexit.is_na() {
+        AutoExit::AfterTask
+    } else if autoexit.is_true() {
+        AutoExit::Immediate
+    } else {
+        AutoExit::Never
+    };
+    let c = Client::dial(url, asyncdial, mode, tempdir.to_string())?;
+    Ok(robj(new_handle(c)))
+}
+
+/// Wait for the next task: `list(id, flags, epoch, payload)`, or an integer
+/// code: 0 connection ended, 1 idle time reached, 2 told to exit,
+/// -1 interrupted. A refusal by the host is an R error.
+#[extendr]
+fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
+    let client = client(&c)?;
+    let deadline = millis(idle_ms).map(|d| std::time::Instant::now() + d);
+    loop {
+        let slice = match deadline {
+            Some(d) => {
+                let now = std::time::Instant::now();
+                if now >= d {
+                    return Ok(r!(1));
+                }
+                INTERRUPT_SLICE.min(d - now)
+            }
+            None => INTERRUPT_SLICE,
+        };
+        match client.recv(slice) {
+            Some(Incoming::Task {
+                id,
+                flags,
+                epoch,
+                body,
+            }) => {
+                let payload = robj(serial::unserialize(&body[ID_FLAGS_LEN..])?);
+                return Ok(list!(id as f64, flags as i32, epoch as f64, payload).into());
+            }
+            Some(Incoming::Disconnected) => return Ok(r!(0)),
+            Some(Incoming::Exit) => return Ok(r!(2)),
+            Some(Incoming::Refused(why)) => {
+                return Err(format!("the host refused this daemon: {why}").into())
+            }
+            None => {
+                if user_interrupted() {
+                    return Ok(r!(-1));
+                }
+            }
+        }
+    }
+}
+
+/// Send the result of task `id` back on the connection it came from.
+#[extendr]
+fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<()> {
+    let client = client(&c)?;
+    let mut frame = begin_frame(RESULT, ID_FLAGS_LEN);
+    frame.extend_from_slice(&(id as u64).to_le_bytes());
+    frame.push(if is_error { FLAG_ERROR } else { 0 });
+    serial::serialize_into(unsafe { value.get() }, &mut frame)?;
+    finish_frame(&mut frame);
+    client.send(epoch as u64, frame);
+    Ok(())
+}
+
+#[extendr]
+fn daemon_finish(c: Robj) -> Result<()> {
+    client(&c)?.finish();
+    Ok(())
+}
+
+/// Serialize and unserialize `x` through the stream API (for tests).
+#[extendr]
+fn serial_roundtrip(x: Robj) -> Result<Robj> {
+    let mut buf = Vec::new();
+    serial::serialize_into(unsafe { x.get() }, &mut buf)?;
+    Ok(robj(serial::unserialize(&buf)?))
+}
+
+extendr_module! {
+    mod exports;
+    fn host_listen;
+    fn host_url;
+    fn host_submit;
+    fn host_broadcast;
+    fn host_counts;
+    fn host_wait;
+    fn host_close;
+    fn host_launch;
+    fn aio_value;
+    fn aio_unresolved;
+    fn aio_wait;
+    fn aio_wait_map;
+    fn aio_count_resolved;
+    fn aio_race;
+    fn aio_cancel;
+    fn aio_id;
+    fn daemon_dial;
+    fn daemon_recv;
+    fn daemon_send;
+    fn daemon_finish;
+    fn serial_roundtrip;
+}

@@ -1,0 +1,48 @@
+//! R external pointers that own a Rust value: the R objects behind a mirai
+//! (its aio), a compute profile's host, and a daemon's connection.
+//!
+//! The tag is an R symbol naming the type (symbols are interned, so a
+//! handle costs one small R object), checked on every use so a wrong or
+//! stale object is an R error rather than a crash.
+
+use extendr_ffi::{
+    R_ClearExternalPtr, R_ExternalPtrAddr, R_ExternalPtrTag, R_MakeExternalPtr, R_NilValue,
+    R_RegisterCFinalizerEx, Rboolean, Rf_install, SEXP, SEXPTYPE, TYPEOF,
+};
+use std::ffi::CStr;
+
+pub trait Tagged: Sized + 'static {
+    const TAG: &'static CStr;
+}
+
+unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
+    let p = R_ExternalPtrAddr(x) as *mut T;
+    if !p.is_null() {
+        R_ClearExternalPtr(x);
+        drop(Box::from_raw(p));
+    }
+}
+
+/// Move `val` into a new external pointer (unprotected on return).
+pub fn new_handle<T: Tagged>(val: T) -> SEXP {
+    unsafe {
+        let p = Box::into_raw(Box::new(val));
+        let x = R_MakeExternalPtr(p as *mut _, Rf_install(T::TAG.as_ptr()), R_NilValue);
+        R_RegisterCFinalizerEx(x, Some(finalize::<T>), Rboolean::TRUE);
+        x
+    }
+}
+
+/// Borrow the value behind a handle, checking its type.
+pub fn get_handle<'a, T: Tagged>(x: SEXP) -> Result<&'a T, String> {
+    unsafe {
+        if TYPEOF(x) != SEXPTYPE::EXTPTRSXP
+            || R_ExternalPtrTag(x) != Rf_install(T::TAG.as_ptr())
+        {
+            return Err(format!("expected a {} object", T::TAG.to_string_lossy()));
+        }
+        let p = R_ExternalPtrAddr(x) as *const T;
+        p.as_ref()
+            .ok_or_else(|| format!("the {} object is no longer valid", T::TAG.to_string_lossy()))
+    }
+}

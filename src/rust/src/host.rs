@@ -1,0 +1,359 @@
+//! The host side of a compute profile without dispatcher: listens at a URL,
+//! admits daemons that pass the handshake, deals tasks to them round-robin
+//! and completes each task's aio when its result comes back.
+//!
+//! Tasks submitted while no daemon is connected wait in a queue and are
+//! dealt out as daemons arrive. A daemon that disconnects takes its
+//! unfinished tasks with it: they resolve to errorValue 19 at once.
+//!
+//! An *ephemeral* host serves a single task to a single daemon process
+//! (a mirai with no daemons set) and closes itself afterwards.
+
+use crate::aio::{Aio, Outcome, ERR_CONNECTION_RESET, ERR_TIMEOUT};
+use crate::protocol::*;
+use crate::runtime::runtime;
+use crate::transport::{self, BoxStream, Listener};
+use crate::url::Url;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{mpsc, watch};
+
+/// How long an unknown peer may take to say hello before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_BUFFER: usize = 64 * 1024;
+
+/// A task ready to go: its aio and its complete TASK frame.
+pub struct Task {
+    pub aio: Arc<Aio>,
+    pub frame: Vec<u8>,
+}
+
+/// Build a TASK frame for `aio` whose payload the caller appends, then
+/// seals with [`finish_frame`].
+pub fn task_frame(aio: &Aio, flags: u8, capacity: usize) -> Vec<u8> {
+    let mut f = begin_frame(TASK, ID_FLAGS_LEN + capacity);
+    f.extend_from_slice(&aio.id.to_le_bytes());
+    f.push(flags);
+    f
+}
+
+/// A connected daemon.
+struct Link {
+    conn: u64,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    inflight: HashMap<u64, Arc<Aio>>,
+}
+
+#[derive(Default)]
+struct State {
+    links: Vec<Link>,
+    next: usize,
+    pending: VecDeque<Task>,
+    cumulative: u64,
+    refused: u64,
+    next_conn: u64,
+    closed: bool,
+}
+
+pub struct Host {
+    url: String,
+    ephemeral: bool,
+    state: Mutex<State>,
+    links_changed: Condvar,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Host {
+    /// Listen at `url` (port 0 picks a free port).
+    pub fn listen(url: &str, ephemeral: bool) -> Result<Arc<Host>, String> {
+        let parsed = Url::parse(url)?;
+        let rt = runtime();
+        let (listener, bound) = rt
+            .block_on(transport::bind(&parsed))
+            .map_err(|e| format!("cannot listen at '{url}': {e}"))?;
+        let host = Arc::new(Host {
+            url: bound.to_string(),
+            ephemeral,
+            state: Mutex::new(State::default()),
+            links_changed: Condvar::new(),
+            shutdown: watch::channel(false).0,
+        });
+        rt.spawn(accept_loop(host.clone(), listener));
+        Ok(host)
+    }
+
+    /// The URL daemons dial: as bound, with any port 0 resolved.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn submit(&self, task: Task, timeout: Option<Duration>) {
+        if let Some(t) = timeout {
+            let aio = task.aio.clone();
+            runtime().spawn(async move {
+                tokio::time::sleep(t).await;
+                aio.complete(Outcome::Error(ERR_TIMEOUT));
+            });
+        }
+        let mut st = self.state.lock();
+        if st.closed {
+            drop(st);
+            task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+        } else if st.links.is_empty() {
+            st.pending.push_back(task);
+        } else {
+            assign(&mut st, task);
+        }
+    }
+
+    /// Send a task to every connected daemon, one aio each; `frame_for`
+    /// builds the frame for a given aio.
+    pub fn broadcast(&self, frame_for: impl Fn(&Aio) -> Vec<u8>) -> Vec<Arc<Aio>> {
+        let mut st = self.state.lock();
+        let mut aios = Vec::with_capacity(st.links.len());
+        for link in st.links.iter_mut() {
+            let aio = Aio::new();
+            if link.tx.send(frame_for(&aio)).is_ok() {
+                link.inflight.insert(aio.id, aio.clone());
+                aios.push(aio);
+            }
+        }
+        aios
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.lock().links.len()
+    }
+
+    /// (connections, cumulative connections, refused peers)
+    pub fn counts(&self) -> (usize, u64, u64) {
+        let st = self.state.lock();
+        (st.links.len(), st.cumulative, st.refused)
+    }
+
+    /// Wait up to `slice` for at least `n` daemons; returns how many there are.
+    pub fn wait_connections(&self, n: usize, slice: Duration) -> usize {
+        let mut st = self.state.lock();
+        if st.links.len() < n && !st.closed {
+            self.links_changed.wait_for(&mut st, slice);
+        }
+        st.links.len()
+    }
+
+    /// Stop listening, drop every daemon (sending each an explicit EXIT if
+    /// `send_exit`), and resolve every unfinished task to errorValue 19.
+    pub fn close(&self, send_exit: bool) {
+        let mut failed = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            failed.extend(st.pending.drain(..).map(|t| t.aio));
+            for link in st.links.drain(..) {
+                if send_exit {
+                    let _ = link.tx.send(frame(EXIT, &[]));
+                }
+                failed.extend(link.inflight.into_values());
+            }
+        }
+        self.links_changed.notify_all();
+        let _ = self.shutdown.send(true);
+        for aio in failed {
+            aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+        }
+    }
+
+    /// The process serving an ephemeral host ended: whatever it did not
+    /// finish is lost.
+    pub fn process_exited(&self) {
+        if self.ephemeral {
+            self.close(false);
+        }
+    }
+
+    fn register(&self, tx: mpsc::UnboundedSender<Vec<u8>>) -> Option<u64> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return None;
+        }
+        let conn = st.next_conn;
+        st.next_conn += 1;
+        st.cumulative += 1;
+        st.links.push(Link {
+            conn,
+            tx,
+            inflight: HashMap::new(),
+        });
+        while let Some(task) = st.pending.pop_front() {
+            assign(&mut st, task);
+        }
+        drop(st);
+        self.links_changed.notify_all();
+        Some(conn)
+    }
+
+    fn unregister(&self, conn: u64) {
+        let lost = {
+            let mut st = self.state.lock();
+            match st.links.iter().position(|l| l.conn == conn) {
+                Some(i) => st.links.swap_remove(i).inflight,
+                None => return,
+            }
+        };
+        self.links_changed.notify_all();
+        for aio in lost.into_values() {
+            aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+        }
+        if self.ephemeral {
+            self.close(false);
+        }
+    }
+
+    fn deliver(&self, conn: u64, id: u64, body: Vec<u8>) {
+        let aio = {
+            let mut st = self.state.lock();
+            st.links
+                .iter_mut()
+                .find(|l| l.conn == conn)
+                .and_then(|l| l.inflight.remove(&id))
+        };
+        if let Some(aio) = aio {
+            let error = body[8] & FLAG_ERROR != 0;
+            aio.complete(Outcome::Value(body, ID_FLAGS_LEN, error));
+        }
+        if self.ephemeral {
+            self.close(false);
+        }
+    }
+
+    fn refuse(&self) {
+        self.state.lock().refused += 1;
+    }
+}
+
+/// Round-robin one task to the next daemon. Tasks already resolved (timed
+/// out or cancelled while queued) are dropped here.
+fn assign(st: &mut State, task: Task) {
+    if !task.aio.is_pending() {
+        return;
+    }
+    let i = st.next % st.links.len();
+    st.next = st.next.wrapping_add(1);
+    let link = &mut st.links[i];
+    if link.tx.send(task.frame).is_ok() {
+        link.inflight.insert(task.aio.id, task.aio);
+    } else {
+        task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+    }
+}
+
+async fn accept_loop(host: Arc<Host>, listener: Listener) {
+    let mut stop = host.shutdown.subscribe();
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            res = listener.accept() => match res {
+                Ok(stream) => {
+                    tokio::spawn(serve(host.clone(), stream));
+                    if host.ephemeral {
+                        break;
+                    }
+                }
+                // Out of descriptors and the like: back off, keep serving.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+        }
+    }
+}
+
+/// Admit one peer: it must complete the handshake in time, with matching
+/// versions, before it is treated as a daemon.
+async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
+    let hello = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame(stream, HANDSHAKE_MAX),
+    )
+    .await
+    {
+        Ok(Ok(f)) => f,
+        _ => {
+            host.refuse();
+            return false;
+        }
+    };
+    let hello = match parse_hello(&hello) {
+        Ok(h) => h,
+        Err(_) => {
+            host.refuse();
+            return false;
+        }
+    };
+    if let Some(reason) = check_hello(&hello) {
+        host.refuse();
+        eprintln!("mirai: refused a daemon at {}: {reason}", host.url);
+        let _ = write_frame(stream, &frame(REJECT, reason.as_bytes())).await;
+        return false;
+    }
+    write_frame(stream, &frame(WELCOME, &[])).await.is_ok()
+}
+
+async fn serve(host: Arc<Host>, mut stream: BoxStream) {
+    if !handshake(&host, &mut stream).await {
+        return;
+    }
+    let mut stop = host.shutdown.subscribe();
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let Some(conn) = host.register(tx) else {
+        return;
+    };
+    tokio::spawn(write_loop(wr, rx));
+    let mut rd = BufReader::with_capacity(IO_BUFFER, rd);
+    loop {
+        let frame = tokio::select! {
+            _ = stop.changed() => break,
+            f = read_frame(&mut rd, FRAME_MAX) => match f {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+        };
+        if frame.kind != RESULT {
+            break;
+        }
+        if frame.body.len() < ID_FLAGS_LEN {
+            break;
+        }
+        let (id, _) = split_id(&frame.body).expect("length checked");
+        host.deliver(conn, id, frame.body);
+    }
+    host.unregister(conn);
+}
+
+/// Drain a connection's outgoing frames onto the socket, coalescing
+/// whatever is queued into one flush. Ends (closing the write side) when
+/// every sender is gone.
+pub async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut w = BufWriter::with_capacity(IO_BUFFER, wr);
+    while let Some(buf) = rx.recv().await {
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,33 @@
+//! The Rust core of the mirai R package.
+//!
+//! R's main thread calls the functions in [`exports`]; everything that
+//! touches a socket runs on the one tokio runtime in [`runtime`]. Modules,
+//! one concept each:
+//! - [`url`], [`transport`]: addresses, listening and dialling
+//! - [`protocol`]: framing, message kinds, handshake
+//! - [`aio`]: pending results shared with the R thread
+//! - [`host`]: a compute profile's daemons without dispatcher
+//! - [`daemon`]: the daemon side of a connection
+//! - [`serial`]: R serialization into and out of Rust buffers
+//! - [`launch`]: starting daemon processes
+//! - [`handle`], [`rapi`]: R external pointers and extra R C API
+
+pub mod aio;
+pub mod daemon;
+mod exports;
+mod handle;
+pub mod host;
+pub mod launch;
+pub mod protocol;
+mod rapi;
+pub mod runtime;
+mod serial;
+pub mod transport;
+pub mod url;
+
+use extendr_api::prelude::*;
+
+extendr_module! {
+    mod mirai;
+    use exports;
+}

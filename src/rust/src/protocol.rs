@@ -1,0 +1,239 @@
+//! The wire protocol between a host and its daemons.
+//!
+//! Every message is one frame:
+//!
+//! ```text
+//! +---------+----------------+---------------------------+
+//! | kind u8 | length u64 LE  | body (length bytes)       |
+//! +---------+----------------+---------------------------+
+//! ```
+//!
+//! A connection opens with a handshake: the daemon sends `HELLO` (magic,
+//! protocol version, package version); the host answers `WELCOME` or
+//! `REJECT` with a reason and closes. Before the handshake completes frames
+//! are capped at [`HANDSHAKE_MAX`] bytes, so an unknown peer cannot make the
+//! host allocate; afterwards at [`FRAME_MAX`]. Anything malformed ends that
+//! connection only.
+//!
+//! Message kinds after the handshake:
+//! - `TASK` host -> daemon: id u64, flags u8, serialized R payload
+//! - `RESULT` daemon -> host: id u64, flags u8, serialized R value
+//! - `CANCEL` host -> daemon: id u64 (interrupt that task if running)
+//! - `EXIT` host -> daemon: stop serving and exit
+
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
+/// Bumped whenever the framing or message layout changes.
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub const HEADER_LEN: usize = 9;
+/// Cap on any frame before the peer has completed the handshake.
+pub const HANDSHAKE_MAX: u64 = 4096;
+/// Cap on any frame from a peer that has completed the handshake (1 TiB):
+/// large enough for any R object, small enough to reject garbage lengths.
+pub const FRAME_MAX: u64 = 1 << 40;
+
+pub const HELLO: u8 = 1;
+pub const WELCOME: u8 = 2;
+pub const REJECT: u8 = 3;
+pub const TASK: u8 = 4;
+pub const RESULT: u8 = 5;
+pub const CANCEL: u8 = 6;
+pub const EXIT: u8 = 7;
+
+/// Task flag: evaluate keeping state (`everywhere()`), skipping cleanup.
+pub const FLAG_KEEP_STATE: u8 = 1;
+/// Result flag: the value is an evaluation error (miraiError/Interrupt).
+pub const FLAG_ERROR: u8 = 1;
+/// Bytes before the serialized payload in TASK and RESULT bodies.
+pub const ID_FLAGS_LEN: usize = 9;
+
+/// A frame read off the wire.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: u8,
+    pub body: Vec<u8>,
+}
+
+/// Start a frame: header placeholder for `kind`, body appended by the caller,
+/// then [`finish_frame`] fills in the length. Lets a serializer write the
+/// body straight into the buffer that goes to the socket.
+pub fn begin_frame(kind: u8, capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + capacity);
+    buf.push(kind);
+    buf.extend_from_slice(&[0u8; 8]);
+    buf
+}
+
+pub fn finish_frame(buf: &mut [u8]) {
+    let len = (buf.len() - HEADER_LEN) as u64;
+    buf[1..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+}
+
+pub fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut buf = begin_frame(kind, body.len());
+    buf.extend_from_slice(body);
+    finish_frame(&mut buf);
+    buf
+}
+
+/// A frame whose body starts with a task id.
+pub fn id_frame(kind: u8, id: u64) -> Vec<u8> {
+    frame(kind, &id.to_le_bytes())
+}
+
+/// Split the leading u64 id off a TASK/RESULT/CANCEL body.
+pub fn split_id(body: &[u8]) -> io::Result<(u64, &[u8])> {
+    if body.len() < 8 {
+        return Err(invalid("frame too short for a task id"));
+    }
+    let (id, rest) = body.split_at(8);
+    Ok((u64::from_le_bytes(id.try_into().unwrap()), rest))
+}
+
+pub fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Read one frame, refusing lengths above `max`.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> io::Result<Frame> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).await?;
+    let kind = header[0];
+    let len = u64::from_le_bytes(header[1..].try_into().unwrap());
+    if len > max {
+        return Err(invalid("frame length exceeds the limit"));
+    }
+    // Trusted peers (post-handshake) may send large frames: reserve up to
+    // 64 MiB at once, grow as bytes actually arrive.
+    let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
+    let got = r.take(len).read_to_end(&mut body).await?;
+    if (got as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok(Frame { kind, body })
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// The daemon's opening message.
+pub fn hello_body(protocol: u16, package: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(MAGIC.len() + 2 + package.len());
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&protocol.to_le_bytes());
+    b.extend_from_slice(package.as_bytes());
+    b
+}
+
+/// What a HELLO says, if it is one of ours at all.
+#[derive(Debug, PartialEq)]
+pub struct Hello {
+    pub protocol: u16,
+    pub package: String,
+}
+
+pub fn parse_hello(frame: &Frame) -> io::Result<Hello> {
+    let b = &frame.body;
+    if frame.kind != HELLO || b.len() < MAGIC.len() + 2 || &b[..MAGIC.len()] != MAGIC {
+        return Err(invalid("not a mirai handshake"));
+    }
+    let protocol = u16::from_le_bytes([b[MAGIC.len()], b[MAGIC.len() + 1]]);
+    let package = std::str::from_utf8(&b[MAGIC.len() + 2..])
+        .map_err(|_| invalid("package version is not UTF-8"))?
+        .to_string();
+    Ok(Hello { protocol, package })
+}
+
+/// The host's verdict on a HELLO: `None` to accept, or the reason to refuse.
+pub fn check_hello(hello: &Hello) -> Option<String> {
+    if hello.protocol != PROTOCOL_VERSION || hello.package != PACKAGE_VERSION {
+        Some(format!(
+            "version mismatch: host runs mirai {} (protocol {}), daemon runs mirai {} (protocol {})",
+            PACKAGE_VERSION, PROTOCOL_VERSION, hello.package, hello.protocol
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frame_round_trip() {
+        let f = frame(TASK, b"hello");
+        let got = read_frame(&mut &f[..], FRAME_MAX).await.unwrap();
+        assert_eq!(got.kind, TASK);
+        assert_eq!(got.body, b"hello");
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_without_allocating() {
+        let mut f = vec![TASK];
+        f.extend_from_slice(&u64::MAX.to_le_bytes());
+        let err = read_frame(&mut &f[..], FRAME_MAX).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let mut g = vec![HELLO];
+        g.extend_from_slice(&(HANDSHAKE_MAX + 1).to_le_bytes());
+        assert!(read_frame(&mut &g[..], HANDSHAKE_MAX).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error() {
+        let f = frame(RESULT, b"0123456789");
+        let err = read_frame(&mut &f[..f.len() - 3], FRAME_MAX)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err = read_frame(&mut &f[..4], FRAME_MAX).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn hello_checks_magic_and_versions() {
+        let ok = Frame {
+            kind: HELLO,
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+        };
+        let h = parse_hello(&ok).unwrap();
+        assert_eq!(check_hello(&h), None);
+
+        let old = Frame {
+            kind: HELLO,
+            body: hello_body(PROTOCOL_VERSION + 1, "1.0.0"),
+        };
+        let msg = check_hello(&parse_hello(&old).unwrap()).unwrap();
+        assert!(msg.contains("version mismatch"), "{msg}");
+        assert!(msg.contains("1.0.0"), "{msg}");
+
+        let junk = Frame {
+            kind: HELLO,
+            body: b"GET / HTTP/1.1".to_vec(),
+        };
+        assert!(parse_hello(&junk).is_err());
+        let wrong_kind = Frame {
+            kind: TASK,
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+        };
+        assert!(parse_hello(&wrong_kind).is_err());
+    }
+
+    #[test]
+    fn ids_split_off_bodies() {
+        let f = id_frame(CANCEL, 42);
+        let (id, rest) = split_id(&f[HEADER_LEN..]).unwrap();
+        assert_eq!(id, 42);
+        assert!(rest.is_empty());
+        assert!(split_id(b"short").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Parts of R's C API that extendr-ffi does not declare. All of these live
+//! in libR and may only be called on R's main thread.
+
+#![allow(non_snake_case, improper_ctypes)]
+
+use extendr_ffi::{R_inpstream_t, R_outpstream_t, R_pstream_format_t, Rboolean, SEXP};
+use std::os::raw::{c_char, c_int, c_void};
+
+extern "C" {
+    pub fn R_InitOutPStream(
+        stream: R_outpstream_t,
+        data: *mut c_void,
+        type_: R_pstream_format_t,
+        version: c_int,
+        out_char: Option<unsafe extern "C" fn(R_outpstream_t, c_int)>,
+        out_bytes: Option<unsafe extern "C" fn(R_outpstream_t, *mut c_void, c_int)>,
+        phook: Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>,
+        pdata: SEXP,
+    );
+    pub fn R_InitInPStream(
+        stream: R_inpstream_t,
+        data: *mut c_void,
+        type_: R_pstream_format_t,
+        in_char: Option<unsafe extern "C" fn(R_inpstream_t) -> c_int>,
+        in_bytes: Option<unsafe extern "C" fn(R_inpstream_t, *mut c_void, c_int)>,
+        phook: Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>,
+        pdata: SEXP,
+    );
+    /// Runs `body`; an R error inside it is caught and passed to `handler`
+    /// instead of unwinding further.
+    pub fn R_tryCatchError(
+        body: Option<unsafe extern "C" fn(*mut c_void) -> SEXP>,
+        bdata: *mut c_void,
+        handler: Option<unsafe extern "C" fn(SEXP, *mut c_void) -> SEXP>,
+        hdata: *mut c_void,
+    ) -> SEXP;
+    pub fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void)
+        -> Rboolean;
+    pub fn R_CheckUserInterrupt();
+    pub fn Rf_error(fmt: *const c_char, ...) -> !;
+}
+
+unsafe extern "C" fn check_interrupt(_: *mut c_void) {
+    R_CheckUserInterrupt();
+}
+
+/// Whether the user has pressed Ctrl-C (or SIGINT arrived). Consumes the
+/// interrupt without unwinding through the caller's Rust frames; the R
+/// wrapper then re-raises it as an R interrupt condition.
+pub fn user_interrupted() -> bool {
+    unsafe { R_ToplevelExec(Some(check_interrupt), std::ptr::null_mut()) == Rboolean::FALSE }
+}

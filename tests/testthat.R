@@ -1,0 +1,4 @@
+library(testthat)
+library(mirai)
+
+test_check("mirai")
