@@ -87,7 +87,8 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       return(0L)
     }
     keep <- msg[[2L]] == 1L
-    value <- .eval_task(msg[[4L]], .GlobalEnv)
+    value <- if (length(msg) == 5L) .mirai_error(simpleError(msg[[5L]]), list()) else
+      .eval_task(msg[[4L]], .GlobalEnv)
     .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
     if (cleanup) {
       if (keep) snapshot <- .snapshot() else .restore(snapshot)
@@ -99,7 +100,8 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 
 # Evaluate one task: list(expr, globals, args, seed). `...` objects go to
 # `genv` (the global environment on a daemon), `.args` to a fresh local
-# environment. Errors and interrupts come back as values.
+# environment. Errors and interrupts come back as values; the calling
+# handler records the stack before it unwinds.
 .eval_task <- function(task, genv) {
   if (length(task[[2L]])) list2env(task[[2L]], envir = genv)
   env <- new.env(parent = genv)
@@ -108,19 +110,14 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
     if (RNGkind()[1L] != "L'Ecuyer-CMRG") RNGkind("L'Ecuyer-CMRG")
     assign(".Random.seed", task[[4L]], envir = .GlobalEnv)
   }
+  trace <- NULL
   tryCatch(
-    withRestarts(
-      withCallingHandlers(
-        eval(task[[1L]], env),
-        error = function(e) {
-          trace <- .stack_trace()
-          # an error raised at the top of the task has no call of its own
-          if (identical(conditionCall(e), .task_call)) e$call <- NULL
-          invokeRestart("mirai_error", .mirai_error(e, trace))
-        }
-      ),
-      mirai_error = function(err) err
-    ),
+    withCallingHandlers(eval(task[[1L]], env), error = function(e) trace <<- .stack_trace()),
+    error = function(e) {
+      # an error raised at the top of the task has no call of its own
+      if (identical(conditionCall(e), .task_call)) e$call <- NULL
+      .mirai_error(e, trace)
+    },
     interrupt = function(cond) .mirai_interrupt()
   )
 }
@@ -141,19 +138,24 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   rev(calls[!drop])
 }
 
-# State a daemon restores after each task when `cleanup = TRUE`.
+# State a daemon restores after each task when `cleanup = TRUE`. Cheap
+# checks first: the restore runs after every task.
 .snapshot <- function() list(
-  globals = ls(.GlobalEnv, all.names = TRUE),
+  globals = names(.GlobalEnv),
   search = search(),
-  options = options()
+  options = as.list(.Options)
 )
 
 .restore <- function(snapshot) {
-  extra <- setdiff(ls(.GlobalEnv, all.names = TRUE), c(snapshot$globals, ".Random.seed"))
-  if (length(extra)) rm(list = extra, envir = .GlobalEnv)
-  attached <- setdiff(search(), snapshot$search)
-  for (pkg in attached) try(detach(pkg, character.only = TRUE), silent = TRUE)
-  now <- options()
+  now <- names(.GlobalEnv)
+  if (length(now) != length(snapshot$globals) || anyNA(match(now, snapshot$globals))) {
+    extra <- setdiff(now, c(snapshot$globals, ".Random.seed"))
+    if (length(extra)) rm(list = extra, envir = .GlobalEnv)
+  }
+  if (length(search()) != length(snapshot$search)) {
+    for (pkg in setdiff(search(), snapshot$search)) try(detach(pkg, character.only = TRUE), silent = TRUE)
+  }
+  now <- as.list(.Options)
   if (!identical(now, snapshot$options)) {
     added <- setdiff(names(now), names(snapshot$options))
     options(snapshot$options)

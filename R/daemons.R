@@ -72,6 +72,9 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     stop("`seed` must be NULL or a single integer", call. = FALSE)
   settings <- .daemon_settings(list(...))
 
+  # listen before the current daemons are torn down: a bad URL leaves them
+  # working
+  host <- if (!sync) .listen(url %||% local_url(), name)
   .reset(name, exit = FALSE)
   profile <- new.env(parent = emptyenv())
   profile$name <- name
@@ -86,7 +89,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     ..[[name]] <- profile
     return(invisible(structure(TRUE, class = "miraiDaemons", profile = name)))
   }
-  profile$host <- .Call(wrap__host_listen, url %||% local_url(), FALSE)
+  profile$host <- host
   profile$url <- .Call(wrap__host_url, profile$host)
   profile$n <- if (missing(n)) 0L else as.integer(n)
   ..[[name]] <- profile
@@ -99,6 +102,17 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   }
   if (!is.null(remote)) launch_remote(remote = remote, .compute = name)
   invisible(structure(TRUE, class = "miraiDaemons", profile = name))
+}
+
+# Listen at `url` for profile `name`. If that fails while the profile's
+# current host holds this very URL, close the current host and try again.
+.listen <- function(url, name) {
+  host <- tryCatch(.Call(wrap__host_listen, url, FALSE), error = identity)
+  if (!inherits(host, "error")) return(host)
+  current <- ..[[name]]
+  if (is.null(current) || !identical(current$url, url)) stop(conditionMessage(host), call. = FALSE)
+  .reset(name, exit = FALSE)
+  .Call(wrap__host_listen, url, FALSE)
 }
 
 # Tear a profile down: daemons drop (or are told to exit), unfinished mirai
@@ -251,7 +265,7 @@ local_daemons <- function(.compute, frame = parent.frame()) {
   prev <- .state$default_profile
   .state$default_profile <- .compute
   restore <- function() .state$default_profile <- prev
-  do.call(on.exit, list(call("(", restore), add = TRUE), envir = frame)
+  do.call(on.exit, list(as.call(list(restore)), add = TRUE), envir = frame)
   invisible()
 }
 
@@ -281,8 +295,7 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
     .eval_task(task, .GlobalEnv)
     return(invisible(structure(list(), class = c("mirai_map", "list"))))
   }
-  aios <- .Call(wrap__host_broadcast, profile$host, task)
-  invisible(structure(lapply(aios, .new_mirai), class = c("mirai_map", "list")))
+  invisible(structure(.Call(wrap__host_broadcast, profile$host, task), class = c("mirai_map", "list")))
 }
 
 #' Next >> Developer Interface

@@ -37,7 +37,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   n <- .check_count(n)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
   cmds <- vapply(seq_len(n), function(i) {
-    args <- .daemon_args(profile$url, settings, .next_stream(profile))
+    args <- .daemon_args(profile$url, settings, .daemon_stream(profile))
     paste(shQuote(remote$rscript), "-e", shQuote(args[2L]))
   }, character(1L))
   cmds <- structure(cmds, class = "miraiLaunchCmd")
@@ -126,7 +126,7 @@ local_url <- function(tcp = FALSE, port = 0) {
   output <- isTRUE(settings$output)
   for (i in seq_len(n)) {
     .Call(wrap__host_launch, profile$host, .rscript(),
-          .daemon_args(profile$url, settings, .next_stream(profile)), output)
+          .daemon_args(profile$url, settings, .daemon_stream(profile)), output)
   }
 }
 

@@ -155,8 +155,10 @@ print.mirai_map <- function(x, ...) {
 
 .collect_map <- function(x, opts) {
   handles <- lapply(x, .handle_or_false)
-  bar <- if (!isFALSE(opts$progress)) .progress_bar(length(x), opts$progress, environment())
-  repeat {
+  # Rust flags errors only until R has taken a value: look at those first
+  r <- if (opts$stop) .first_taken_error(x) else 0L
+  bar <- if (!isFALSE(opts$progress) && !r) .progress_bar(length(x), opts$progress, environment())
+  if (!r) repeat {
     r <- .Call(wrap__aio_wait_map, handles, opts$stop, if (is.null(bar)) -1 else 100)
     if (r == -2L) {
       bar$update(.Call(wrap__aio_count_resolved, handles))
@@ -179,6 +181,16 @@ print.mirai_map <- function(x, ...) {
   values <- lapply(x, function(m) .subset2(m, "data"))
   if (opts$flat) values <- .flatten(values)
   values
+}
+
+# Index of the first already resolved element holding an error value (0 if
+# none). Reading `$data` hands resolved values to R, as collecting would.
+.first_taken_error <- function(x) {
+  for (i in seq_along(x)) {
+    m <- x[[i]]
+    if (is_mirai(m) && !unresolved(m) && is_error_value(.subset2(m, "data"))) return(i)
+  }
+  0L
 }
 
 .flatten <- function(values) {

@@ -47,10 +47,12 @@
   invokeRestart("abort")
 }
 
-# The active binding behind `m$data`: `.Call` and the routine are inlined in
-# its body, so it finds them without a search path (see .new_mirai()).
+# The active binding behind each mirai's `m$data`. Its body inlines `.Call`
+# and the routine, so inside a mirai (an environment with no parent) it
+# needs no search path; each mirai gets a copy enclosed by itself.
 .onLoad <- function(libname, pkgname) {
   f <- function() NULL
   body(f) <- as.call(list(.Call, wrap__aio_value, quote(.aio)))
-  .data_binding <<- f
+  environment(f) <- emptyenv()
+  .Call(wrap__init_mirai_template, f)
 }

@@ -95,34 +95,23 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
 
 # Send a task to the profile's daemons, or to a fresh ephemeral process.
 .submit <- function(task, timeout, .compute) {
+  force(task) # validates the arguments before anything else happens
   profile <- .profile(.compute)
   if (!is.null(profile) && profile$per_task_seed) task[[4L]] <- .next_stream(profile)
   timeout <- if (is.null(timeout)) -1 else as.double(timeout)
   if (is.null(profile)) {
     host <- .Call(wrap__host_listen, local_url(), TRUE)
-    aio <- .Call(wrap__host_submit, host, task, timeout)
+    m <- .Call(wrap__host_submit, host, task, timeout)
     .Call(wrap__host_launch, host, .rscript(), .daemon_args(.Call(wrap__host_url, host),
                                                list(maxtasks = 1L)), FALSE)
-    return(invisible(.new_mirai(aio)))
+    return(invisible(m))
   }
   if (profile$sync) return(invisible(.resolved_mirai(.eval_sync(task))))
-  invisible(.new_mirai(.Call(wrap__host_submit, profile$host, task, timeout)))
+  invisible(.Call(wrap__host_submit, profile$host, task, timeout))
 }
 
-# A mirai is an environment: `.aio` (the Rust handle) and an active binding
-# `data` that reads it. The binding's body inlines `.Call` and the routine,
-# so the environment needs no parent to find them.
-.data_binding <- function() NULL
-.new_mirai <- function(aio) {
-  env <- new.env(hash = FALSE, parent = emptyenv())
-  env[[".aio"]] <- aio
-  f <- .data_binding
-  environment(f) <- env
-  makeActiveBinding("data", f, env)
-  attr(env, "id") <- .Call(wrap__aio_id, aio)
-  class(env) <- "mirai"
-  env
-}
+# A mirai is an environment built by the Rust core: `.aio` (the handle) and
+# an active binding `data` that reads it (see .onLoad).
 
 .resolved_mirai <- function(value) {
   env <- new.env(hash = FALSE, parent = emptyenv())
@@ -178,7 +167,7 @@ call_mirai <- function(x) {
   } else if (is.list(x)) {
     aios <- lapply(x, function(m) if (is_mirai(m)) .aio_of(m))
     aios <- aios[!vapply(aios, is.null, logical(1L))]
-    if (length(aios) && !.Call(wrap__aio_wait_all, aios)) .interrupt()
+    if (length(aios) && .Call(wrap__aio_wait_map, aios, FALSE, -1) < 0L) .interrupt()
   }
   invisible(x)
 }

@@ -30,3 +30,9 @@
   profile$stream <- parallel::nextRNGStream(profile$stream)
   profile$stream
 }
+
+# The initial stream of a daemon being launched: the next stream of the
+# profile, unless every mirai gets its own (integer seed), in which case
+# launching daemons must not advance the profile's stream, or the mirai's
+# streams would depend on how many daemons were launched.
+.daemon_stream <- function(profile) if (!profile$per_task_seed) .next_stream(profile)

@@ -1,28 +1,29 @@
-//! The daemon side of a connection: dial the host, pass the handshake,
-//! hand incoming tasks to R's main thread and send its results back.
+//! The daemon side of a connection. A daemon does one thing at a time, so
+//! its R thread reads each task and writes each result on a blocking socket
+//! itself: no I/O thread, no hand-off, one wake-up per task.
 //!
 //! What happens when the connection drops depends on `autoexit`:
-//! - `Immediate` (TRUE): tell R to stop, and if R is still busy evaluating
-//!   after a short grace period, end the process (no orphans).
-//! - `AfterTask` (NA): tell R to stop once the current task is done.
+//! - `Immediate` (TRUE): R stops serving; if R is busy evaluating at the
+//!   time, a watcher thread that polls the socket for hang-up ends the
+//!   process after a short grace period (no orphans).
+//! - `AfterTask` (NA): R stops serving once the current task is done.
 //! - `Never` (FALSE): dial again and serve whichever host appears there.
 
-use crate::host::write_loop;
 use crate::protocol::*;
-use crate::runtime::runtime;
-use crate::transport::{self, BoxStream};
+use crate::transport::{dial_sync, SyncStream};
 use crate::url::Url;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::BufReader;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// How long a busy daemon gets to finish after its host disappears.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 const REDIAL_INTERVAL: Duration = Duration::from_millis(250);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,23 +49,29 @@ pub enum Incoming {
     Refused(String),
 }
 
-/// State shared between the connection task and the R thread.
-struct Shared {
-    /// The current connection's outgoing queue, tagged with its epoch so a
-    /// result computed for one host is never sent to the next.
-    out: Mutex<Option<(u64, mpsc::UnboundedSender<Vec<u8>>)>>,
-    /// Set when R has left the daemon loop: no forced exit then.
+struct Conn {
+    stream: SyncStream,
+    epoch: u64,
+}
+
+/// Shared with the watcher thread: which socket to watch while R is busy.
+struct Watch {
+    busy_fd: Mutex<Option<RawFd>>,
+    wake: Condvar,
     finished: AtomicBool,
     /// R's session temporary directory, removed on a forced exit.
     tempdir: String,
-    /// The current connection's writer, awaited on finish so the last
-    /// result leaves before the process exits.
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub struct Client {
-    incoming: std_mpsc::Receiver<Incoming>,
-    shared: Arc<Shared>,
+    url: Url,
+    autoexit: AutoExit,
+    conn: RefCell<Option<Conn>>,
+    /// Whether to (re)dial when there is no connection.
+    may_dial: Cell<bool>,
+    epoch: Cell<u64>,
+    next_dial: Cell<Instant>,
+    watch: Arc<Watch>,
 }
 
 enum DialError {
@@ -72,18 +79,15 @@ enum DialError {
     Refused(String),
 }
 
-async fn connect_once(url: &Url) -> Result<BoxStream, DialError> {
-    let mut s = transport::dial(url)
-        .await
-        .map_err(|e| DialError::Io(e.to_string()))?;
+fn connect_once(url: &Url) -> Result<SyncStream, DialError> {
+    let io = |e: std::io::Error| DialError::Io(e.to_string());
+    let s = dial_sync(url, DIAL_TIMEOUT).map_err(io)?;
     let hello = frame(HELLO, &hello_body(PROTOCOL_VERSION, &advertised_version()));
-    write_frame(&mut s, &hello)
-        .await
-        .map_err(|e| DialError::Io(e.to_string()))?;
-    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut s, HANDSHAKE_MAX))
-        .await
-        .map_err(|_| DialError::Io("no reply to the handshake".into()))?
+    (&s).write_all(&hello).map_err(io)?;
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
+    let reply = read_frame_blocking(&s, HANDSHAKE_MAX)
         .map_err(|e| DialError::Io(format!("handshake failed: {e}")))?;
+    s.set_read_timeout(None).map_err(io)?;
     match reply.kind {
         WELCOME => Ok(s),
         REJECT => Err(DialError::Refused(
@@ -99,10 +103,26 @@ fn advertised_version() -> String {
     std::env::var("MIRAI_ADVERTISED_VERSION").unwrap_or_else(|_| PACKAGE_VERSION.to_string())
 }
 
+/// Wait up to `timeout` for `fd` to have `events`; returns the revents.
+fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> libc::c_short {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
+
 impl Client {
-    /// Connect to `url`. With `asyncdial` false a single attempt is made and
-    /// its failure is returned; otherwise dialling goes on in the background
-    /// until a host answers.
+    /// Connect to `url`. With `asyncdial` false a single attempt is made now
+    /// and its failure returned; otherwise dialling is retried while the
+    /// daemon waits for tasks, until a host answers.
     pub fn dial(
         url: &str,
         asyncdial: bool,
@@ -113,55 +133,151 @@ impl Client {
         let first = if asyncdial {
             None
         } else {
-            match runtime().block_on(connect_once(&parsed)) {
-                Ok(s) => Some(s),
+            match connect_once(&parsed) {
+                Ok(s) => Some(Conn {
+                    stream: s,
+                    epoch: 1,
+                }),
                 Err(DialError::Io(e)) => return Err(format!("cannot connect to '{url}': {e}")),
                 Err(DialError::Refused(r)) => {
                     return Err(format!("the host at '{url}' refused this daemon: {r}"))
                 }
             }
         };
-        let (tx, rx) = std_mpsc::channel();
-        let shared = Arc::new(Shared {
-            out: Mutex::new(None),
+        let watch = Arc::new(Watch {
+            busy_fd: Mutex::new(None),
+            wake: Condvar::new(),
             finished: AtomicBool::new(false),
             tempdir,
-            writer: Mutex::new(None),
         });
-        runtime().spawn(session(parsed, first, autoexit, shared.clone(), tx));
+        if autoexit == AutoExit::Immediate {
+            let w = watch.clone();
+            std::thread::Builder::new()
+                .name("mirai-watch".into())
+                .stack_size(64 * 1024)
+                .spawn(move || watch_while_busy(w))
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Client {
-            incoming: rx,
-            shared,
+            url: parsed,
+            autoexit,
+            may_dial: Cell::new(first.is_none()),
+            epoch: Cell::new(first.as_ref().map_or(0, |c| c.epoch)),
+            conn: RefCell::new(first),
+            next_dial: Cell::new(Instant::now()),
+            watch,
         })
     }
 
-    /// Wait up to `slice` for the next message from the host.
-    pub fn recv(&self, slice: Duration) -> Option<Incoming> {
-        match self.incoming.recv_timeout(slice) {
-            Ok(m) => Some(m),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => Some(Incoming::Disconnected),
-        }
+    fn set_busy(&self, fd: Option<RawFd>) {
+        *self.watch.busy_fd.lock() = fd;
+        self.watch.wake.notify_all();
     }
 
-    /// Queue a RESULT frame for the connection of `epoch` (dropped if that
-    /// connection is gone).
-    pub fn send(&self, epoch: u64, frame: Vec<u8>) {
-        if let Some((e, tx)) = &*self.shared.out.lock() {
-            if *e == epoch {
-                let _ = tx.send(frame);
+    /// Wait up to `slice` for the next message from the host (`None` if
+    /// nothing came). Returning a task marks the daemon busy until the next
+    /// call.
+    pub fn recv(&self, slice: Duration) -> Option<Incoming> {
+        self.set_busy(None);
+        let deadline = Instant::now() + slice;
+        loop {
+            if self.conn.borrow().is_none() {
+                if let Some(msg) = self.try_dial(deadline) {
+                    return Some(msg);
+                }
+                if self.conn.borrow().is_none() {
+                    return None;
+                }
+            }
+            let conn = self.conn.borrow();
+            let c = conn.as_ref().unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
+                return None;
+            }
+            match read_frame_blocking(&c.stream, FRAME_MAX) {
+                Ok(f) if f.kind == TASK && f.body.len() >= ID_FLAGS_LEN => {
+                    let id = u64::from_le_bytes(f.body[..8].try_into().unwrap());
+                    self.set_busy(Some(c.stream.fd()));
+                    return Some(Incoming::Task {
+                        id,
+                        flags: f.body[8],
+                        epoch: c.epoch,
+                        body: f.body,
+                    });
+                }
+                Ok(f) if f.kind == EXIT => return Some(Incoming::Exit),
+                // Cancellation needs the dispatcher: nothing to do here.
+                Ok(f) if f.kind == CANCEL => continue,
+                _ => {
+                    drop(conn);
+                    if let Some(m) = self.disconnected() {
+                        return Some(m);
+                    }
+                }
             }
         }
     }
 
-    /// R has left the daemon loop: stop serving, never force an exit, and
-    /// give results still queued a moment to reach the host.
-    pub fn finish(&self) {
-        self.shared.finished.store(true, Ordering::SeqCst);
-        self.shared.out.lock().take();
-        if let Some(w) = self.shared.writer.lock().take() {
-            let _ = runtime().block_on(async { tokio::time::timeout(Duration::from_secs(5), w).await });
+    /// The connection is gone: redial later, or tell R to stop.
+    fn disconnected(&self) -> Option<Incoming> {
+        self.conn.borrow_mut().take();
+        if self.autoexit == AutoExit::Never {
+            self.may_dial.set(true);
+            None
+        } else {
+            Some(Incoming::Disconnected)
         }
+    }
+
+    /// One dial attempt if it is time for one (waiting no later than
+    /// `deadline`); a refusal ends serving.
+    fn try_dial(&self, deadline: Instant) -> Option<Incoming> {
+        if !self.may_dial.get() {
+            return Some(Incoming::Disconnected);
+        }
+        let now = Instant::now();
+        if now < self.next_dial.get() {
+            std::thread::sleep(self.next_dial.get().min(deadline) - now);
+            if Instant::now() < self.next_dial.get() {
+                return None;
+            }
+        }
+        self.next_dial.set(Instant::now() + REDIAL_INTERVAL);
+        match connect_once(&self.url) {
+            Ok(stream) => {
+                self.epoch.set(self.epoch.get() + 1);
+                *self.conn.borrow_mut() = Some(Conn {
+                    stream,
+                    epoch: self.epoch.get(),
+                });
+                None
+            }
+            Err(DialError::Refused(r)) => Some(Incoming::Refused(r)),
+            Err(DialError::Io(_)) => None,
+        }
+    }
+
+    /// Send a RESULT frame on the connection of `epoch` (a result computed
+    /// for a host that has since gone is dropped).
+    pub fn send(&self, epoch: u64, frame: &[u8]) {
+        let failed = match &*self.conn.borrow() {
+            Some(c) if c.epoch == epoch => (&c.stream).write_all(frame).is_err(),
+            _ => false,
+        };
+        if failed {
+            self.conn.borrow_mut().take();
+            if self.autoexit == AutoExit::Never {
+                self.may_dial.set(true);
+            }
+        }
+    }
+
+    /// R has left the daemon loop: stop watching and close the connection.
+    pub fn finish(&self) {
+        self.watch.finished.store(true, Ordering::SeqCst);
+        self.set_busy(None);
+        self.conn.borrow_mut().take();
     }
 }
 
@@ -171,115 +287,34 @@ impl Drop for Client {
     }
 }
 
-async fn session(
-    url: Url,
-    mut first: Option<BoxStream>,
-    autoexit: AutoExit,
-    shared: Arc<Shared>,
-    tx: std_mpsc::Sender<Incoming>,
-) {
-    let mut epoch = 0;
+/// While R is busy evaluating, watch its connection for hang-up; if the
+/// host is gone and R is still busy after the grace period, end the
+/// process, removing R's temporary directory as R itself would have.
+fn watch_while_busy(w: Arc<Watch>) {
     loop {
-        let stream = match first.take() {
-            Some(s) => s,
-            None => match redial(&url, &shared).await {
-                Some(Ok(s)) => s,
-                Some(Err(reason)) => {
-                    let _ = tx.send(Incoming::Refused(reason));
-                    return;
-                }
-                None => return,
-            },
+        let fd = {
+            let mut busy = w.busy_fd.lock();
+            while busy.is_none() && !w.finished.load(Ordering::SeqCst) {
+                w.wake.wait(&mut busy);
+            }
+            if w.finished.load(Ordering::SeqCst) {
+                return;
+            }
+            busy.unwrap()
         };
-        epoch += 1;
-        let (rd, wr) = tokio::io::split(stream);
-        let (otx, orx) = mpsc::unbounded_channel();
-        *shared.out.lock() = Some((epoch, otx));
-        *shared.writer.lock() = Some(tokio::spawn(write_loop(wr, orx)));
-        let told_to_exit = read_tasks(rd, epoch, &tx).await;
-        shared.out.lock().take();
-        if told_to_exit {
-            let _ = tx.send(Incoming::Exit);
-            force_exit_later(shared);
-            return;
+        let ev = poll_fd(fd, libc::POLLRDHUP, Duration::from_millis(100));
+        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) == 0 {
+            continue;
         }
-        match autoexit {
-            AutoExit::Never => {
-                if shared.finished.load(Ordering::SeqCst) {
-                    return;
-                }
+        if *w.busy_fd.lock() != Some(fd) {
+            continue;
+        }
+        std::thread::sleep(EXIT_GRACE);
+        if *w.busy_fd.lock() == Some(fd) && !w.finished.load(Ordering::SeqCst) {
+            if !w.tempdir.is_empty() {
+                let _ = std::fs::remove_dir_all(&w.tempdir);
             }
-            AutoExit::AfterTask => {
-                let _ = tx.send(Incoming::Disconnected);
-                return;
-            }
-            AutoExit::Immediate => {
-                let _ = tx.send(Incoming::Disconnected);
-                force_exit_later(shared);
-                return;
-            }
+            unsafe { libc::_exit(0) };
         }
     }
-}
-
-/// Dial until a host answers (`Ok`), refuses (`Err`), or R stops (`None`).
-async fn redial(url: &Url, shared: &Shared) -> Option<Result<BoxStream, String>> {
-    loop {
-        if shared.finished.load(Ordering::SeqCst) {
-            return None;
-        }
-        match connect_once(url).await {
-            Ok(s) => return Some(Ok(s)),
-            Err(DialError::Refused(r)) => return Some(Err(r)),
-            Err(DialError::Io(_)) => tokio::time::sleep(REDIAL_INTERVAL).await,
-        }
-    }
-}
-
-/// Forward tasks to R until the connection ends; true if the host said EXIT.
-async fn read_tasks<R: tokio::io::AsyncRead + Unpin>(
-    rd: R,
-    epoch: u64,
-    tx: &std_mpsc::Sender<Incoming>,
-) -> bool {
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    while let Ok(f) = read_frame(&mut rd, FRAME_MAX).await {
-        match f.kind {
-            TASK if f.body.len() >= 9 => {
-                let id = u64::from_le_bytes(f.body[..8].try_into().unwrap());
-                let flags = f.body[8];
-                let msg = Incoming::Task {
-                    id,
-                    flags,
-                    epoch,
-                    body: f.body,
-                };
-                if tx.send(msg).is_err() {
-                    return false;
-                }
-            }
-            EXIT => return true,
-            // Cancellation needs the dispatcher; anything else is a
-            // protocol violation that ends the connection.
-            CANCEL => {}
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// If R is still busy after the grace period, end the process, removing
-/// R's temporary directory as R itself would have.
-fn force_exit_later(shared: Arc<Shared>) {
-    let _ = std::thread::Builder::new()
-        .name("mirai-exit".into())
-        .spawn(move || {
-            std::thread::sleep(EXIT_GRACE);
-            if !shared.finished.load(Ordering::SeqCst) {
-                if !shared.tempdir.is_empty() {
-                    let _ = std::fs::remove_dir_all(&shared.tempdir);
-                }
-                unsafe { libc::_exit(0) };
-            }
-        });
 }

@@ -7,6 +7,7 @@ use crate::daemon::{AutoExit, Client, Incoming};
 use crate::handle::{get_handle, new_handle, Tagged};
 use crate::host::{task_frame, Host, Task};
 use crate::launch;
+use crate::mirai_object::{new_mirai, set_binding_template};
 use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, ID_FLAGS_LEN, RESULT};
 use crate::rapi::user_interrupted;
 use crate::serial;
@@ -98,7 +99,20 @@ fn host_url(h: Robj) -> Result<String> {
     Ok(host(&h)?.url().to_string())
 }
 
-/// Serialize `payload` into a task frame and queue it; returns the aio.
+/// A mirai object for `aio`.
+fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
+    let id = (aio.id & 0x7fff_ffff) as i32;
+    let handle = robj(new_handle(AioHandle(aio)));
+    Ok(robj(new_mirai(unsafe { handle.get() }, id)?))
+}
+
+/// Set the closure each mirai's `data` binding copies (from .onLoad).
+#[extendr]
+fn init_mirai_template(f: Robj) {
+    set_binding_template(unsafe { f.get() });
+}
+
+/// Serialize `payload` into a task frame and queue it; returns the mirai.
 #[extendr]
 fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
     let host = host(&h)?;
@@ -106,9 +120,9 @@ fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
     let mut frame = task_frame(&aio, 0, 0);
     serial::serialize_into(unsafe { payload.get() }, &mut frame)?;
     finish_frame(&mut frame);
-    let handle = robj(new_handle(AioHandle(aio.clone())));
+    let mirai = mirai_for(aio.clone())?;
     host.submit(Task { aio, frame }, millis(timeout_ms));
-    Ok(handle)
+    Ok(mirai)
 }
 
 /// Send `payload` to every connected daemon, to be evaluated keeping state.
@@ -123,11 +137,8 @@ fn host_broadcast(h: Robj, payload: Robj) -> Result<Robj> {
         finish_frame(&mut f);
         f
     });
-    let handles: Vec<Robj> = aios
-        .into_iter()
-        .map(|a| robj(new_handle(AioHandle(a))))
-        .collect();
-    Ok(List::from_values(handles).into())
+    let mirai: Vec<Robj> = aios.into_iter().map(mirai_for).collect::<Result<_>>()?;
+    Ok(List::from_values(mirai).into())
 }
 
 /// c(connections, cumulative, refused)
@@ -282,11 +293,6 @@ fn aio_cancel(a: Robj) -> Result<bool> {
     Ok(aio_of(&a)?.complete(Outcome::Error(ERR_CANCELED)))
 }
 
-#[extendr]
-fn aio_id(a: Robj) -> Result<i32> {
-    Ok((aio_of(&a)?.id & 0x7fff_ffff) as i32)
-}
-
 // ---- daemons -------------------------------------------------------------
 
 /// Connect a daemon to its host. `autoexit`: TRUE, NA or FALSE.
@@ -303,7 +309,8 @@ fn daemon_dial(url: &str, asyncdial: bool, autoexit: Rbool, tempdir: &str) -> Re
     Ok(robj(new_handle(c)))
 }
 
-/// Wait for the next task: `list(id, flags, epoch, payload)`, or an integer
+/// Wait for the next task: `list(id, flags, epoch, payload)` (with a fifth
+/// element, the error message, if the payload could not be read), or an integer
 /// code: 0 connection ended, 1 idle time reached, 2 told to exit,
 /// -1 interrupted. A refusal by the host is an R error.
 #[extendr]
@@ -328,8 +335,13 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
                 epoch,
                 body,
             }) => {
-                let payload = robj(serial::unserialize(&body[ID_FLAGS_LEN..])?);
-                return Ok(list!(id as f64, flags as i32, epoch as f64, payload).into());
+                // A task that cannot be rebuilt here (say, it needs a package
+                // this machine lacks) still gets an answer: its error message.
+                return Ok(match serial::unserialize(&body[ID_FLAGS_LEN..]) {
+                    Ok(payload) => list!(id as f64, flags as i32, epoch as f64, robj(payload)),
+                    Err(e) => list!(id as f64, flags as i32, epoch as f64, (), e),
+                }
+                .into());
             }
             Some(Incoming::Disconnected) => return Ok(r!(0)),
             Some(Incoming::Exit) => return Ok(r!(2)),
@@ -354,7 +366,7 @@ fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Res
     frame.push(if is_error { FLAG_ERROR } else { 0 });
     serial::serialize_into(unsafe { value.get() }, &mut frame)?;
     finish_frame(&mut frame);
-    client.send(epoch as u64, frame);
+    client.send(epoch as u64, &frame);
     Ok(())
 }
 
@@ -374,6 +386,7 @@ fn serial_roundtrip(x: Robj) -> Result<Robj> {
 
 extendr_module! {
     mod exports;
+    fn init_mirai_template;
     fn host_listen;
     fn host_url;
     fn host_submit;
@@ -389,7 +402,6 @@ extendr_module! {
     fn aio_count_resolved;
     fn aio_race;
     fn aio_cancel;
-    fn aio_id;
     fn daemon_dial;
     fn daemon_recv;
     fn daemon_send;

@@ -36,9 +36,7 @@ pub fn new_handle<T: Tagged>(val: T) -> SEXP {
 /// Borrow the value behind a handle, checking its type.
 pub fn get_handle<'a, T: Tagged>(x: SEXP) -> Result<&'a T, String> {
     unsafe {
-        if TYPEOF(x) != SEXPTYPE::EXTPTRSXP
-            || R_ExternalPtrTag(x) != Rf_install(T::TAG.as_ptr())
-        {
+        if TYPEOF(x) != SEXPTYPE::EXTPTRSXP || R_ExternalPtrTag(x) != Rf_install(T::TAG.as_ptr()) {
             return Err(format!("expected a {} object", T::TAG.to_string_lossy()));
         }
         let p = R_ExternalPtrAddr(x) as *const T;

@@ -16,6 +16,7 @@ use crate::transport::{self, BoxStream, Listener};
 use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -45,6 +46,54 @@ struct Link {
     conn: u64,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     inflight: HashMap<u64, Arc<Aio>>,
+    /// The socket, when frames may be written to it directly.
+    fd: Option<RawFd>,
+    /// Frames are queued for the writer task: until it has drained them,
+    /// new frames must queue behind them to keep their order.
+    backlog: bool,
+}
+
+impl Link {
+    /// Send a frame. The fast path writes it to the socket right here, on
+    /// the calling (R) thread, saving a thread hand-off per task; whatever
+    /// the socket does not take at once goes to the writer task. Called with
+    /// the host state locked, which keeps the socket open meanwhile.
+    fn send(&mut self, frame: Vec<u8>) -> bool {
+        if let (Some(fd), false) = (self.fd, self.backlog) {
+            let sent = write_nonblocking(fd, &frame);
+            if sent == frame.len() {
+                return true;
+            }
+            self.backlog = true;
+            return self.tx.send(frame[sent..].to_vec()).is_ok();
+        }
+        self.backlog = true;
+        self.tx.send(frame).is_ok()
+    }
+}
+
+/// Write as much of `buf` as the socket takes without blocking.
+fn write_nonblocking(fd: RawFd, buf: &[u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf[done..].as_ptr() as *const libc::c_void,
+                buf.len() - done,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            done += n as usize;
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            break;
+        }
+    }
+    done
 }
 
 #[derive(Default)]
@@ -116,7 +165,7 @@ impl Host {
         let mut aios = Vec::with_capacity(st.links.len());
         for link in st.links.iter_mut() {
             let aio = Aio::new();
-            if link.tx.send(frame_for(&aio)).is_ok() {
+            if link.send(frame_for(&aio)) {
                 link.inflight.insert(aio.id, aio.clone());
                 aios.push(aio);
             }
@@ -176,7 +225,7 @@ impl Host {
         }
     }
 
-    fn register(&self, tx: mpsc::UnboundedSender<Vec<u8>>) -> Option<u64> {
+    fn register(&self, tx: mpsc::UnboundedSender<Vec<u8>>, fd: Option<RawFd>) -> Option<u64> {
         let mut st = self.state.lock();
         if st.closed {
             return None;
@@ -188,6 +237,8 @@ impl Host {
             conn,
             tx,
             inflight: HashMap::new(),
+            fd,
+            backlog: false,
         });
         while let Some(task) = st.pending.pop_front() {
             assign(&mut st, task);
@@ -245,7 +296,7 @@ fn assign(st: &mut State, task: Task) {
     let i = st.next % st.links.len();
     st.next = st.next.wrapping_add(1);
     let link = &mut st.links[i];
-    if link.tx.send(task.frame).is_ok() {
+    if link.send(task.frame) {
         link.inflight.insert(task.aio.id, task.aio);
     } else {
         task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
@@ -261,8 +312,8 @@ async fn accept_loop(host: Arc<Host>, listener: Listener) {
         tokio::select! {
             _ = stop.changed() => break,
             res = listener.accept() => match res {
-                Ok(stream) => {
-                    tokio::spawn(serve(host.clone(), stream));
+                Ok((stream, fd)) => {
+                    tokio::spawn(serve(host.clone(), stream, fd));
                     if host.ephemeral {
                         break;
                     }
@@ -277,18 +328,14 @@ async fn accept_loop(host: Arc<Host>, listener: Listener) {
 /// Admit one peer: it must complete the handshake in time, with matching
 /// versions, before it is treated as a daemon.
 async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
-    let hello = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_frame(stream, HANDSHAKE_MAX),
-    )
-    .await
-    {
-        Ok(Ok(f)) => f,
-        _ => {
-            host.refuse();
-            return false;
-        }
-    };
+    let hello =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(stream, HANDSHAKE_MAX)).await {
+            Ok(Ok(f)) => f,
+            _ => {
+                host.refuse();
+                return false;
+            }
+        };
     let hello = match parse_hello(&hello) {
         Ok(h) => h,
         Err(_) => {
@@ -305,17 +352,17 @@ async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
     write_frame(stream, &frame(WELCOME, &[])).await.is_ok()
 }
 
-async fn serve(host: Arc<Host>, mut stream: BoxStream) {
+async fn serve(host: Arc<Host>, mut stream: BoxStream, fd: Option<RawFd>) {
     if !handshake(&host, &mut stream).await {
         return;
     }
     let mut stop = host.shutdown.subscribe();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let Some(conn) = host.register(tx) else {
+    let Some(conn) = host.register(tx, fd) else {
         return;
     };
-    tokio::spawn(write_loop(wr, rx));
+    tokio::spawn(write_loop(host.clone(), conn, wr, rx));
     let mut rd = BufReader::with_capacity(IO_BUFFER, rd);
     loop {
         let frame = tokio::select! {
@@ -337,10 +384,15 @@ async fn serve(host: Arc<Host>, mut stream: BoxStream) {
     host.unregister(conn);
 }
 
-/// Drain a connection's outgoing frames onto the socket, coalescing
-/// whatever is queued into one flush. Ends (closing the write side) when
-/// every sender is gone.
-pub async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// Drain a connection's queued frames onto the socket, coalescing whatever
+/// is queued into one flush; once drained, let the R thread write directly
+/// again. Ends (closing the write side) when every sender is gone.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    host: Arc<Host>,
+    conn: u64,
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
     let mut w = BufWriter::with_capacity(IO_BUFFER, wr);
     while let Some(buf) = rx.recv().await {
         if w.write_all(&buf).await.is_err() {
@@ -353,6 +405,12 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedRec
         }
         if w.flush().await.is_err() {
             return;
+        }
+        let mut st = host.state.lock();
+        if rx.is_empty() {
+            if let Some(link) = st.links.iter_mut().find(|l| l.conn == conn) {
+                link.backlog = false;
+            }
         }
     }
     let _ = w.shutdown().await;

@@ -10,7 +10,7 @@
 //! - [`daemon`]: the daemon side of a connection
 //! - [`serial`]: R serialization into and out of Rust buffers
 //! - [`launch`]: starting daemon processes
-//! - [`handle`], [`rapi`]: R external pointers and extra R C API
+//! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 
 pub mod aio;
 pub mod daemon;
@@ -18,6 +18,7 @@ mod exports;
 mod handle;
 pub mod host;
 pub mod launch;
+mod mirai_object;
 pub mod protocol;
 mod rapi;
 pub mod runtime;

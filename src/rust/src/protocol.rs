@@ -22,6 +22,7 @@
 //! - `EXIT` host -> daemon: stop serving and exit
 
 use std::io;
+use std::io::Read as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
@@ -111,6 +112,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> io::Result
     // 64 MiB at once, grow as bytes actually arrive.
     let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
     let got = r.take(len).read_to_end(&mut body).await?;
+    if (got as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok(Frame { kind, body })
+}
+
+/// Blocking [`read_frame`], for a daemon's R thread.
+pub fn read_frame_blocking<R: std::io::Read>(mut r: R, max: u64) -> io::Result<Frame> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header)?;
+    let kind = header[0];
+    let len = u64::from_le_bytes(header[1..].try_into().unwrap());
+    if len > max {
+        return Err(invalid("frame length exceeds the limit"));
+    }
+    let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
+    let got = std::io::Read::take(r, len).read_to_end(&mut body)?;
     if (got as u64) < len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -226,6 +247,17 @@ mod tests {
             body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         };
         assert!(parse_hello(&wrong_kind).is_err());
+    }
+
+    #[test]
+    fn blocking_reader_matches_async_one() {
+        let f = frame(RESULT, b"abc");
+        let got = read_frame_blocking(&f[..], FRAME_MAX).unwrap();
+        assert_eq!((got.kind, got.body), (RESULT, b"abc".to_vec()));
+        assert!(read_frame_blocking(&f[..5], FRAME_MAX).is_err());
+        let mut big = vec![TASK];
+        big.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(read_frame_blocking(&big[..], FRAME_MAX).is_err());
     }
 
     #[test]

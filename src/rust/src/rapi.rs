@@ -26,22 +26,42 @@ extern "C" {
         phook: Option<unsafe extern "C" fn(SEXP, SEXP) -> SEXP>,
         pdata: SEXP,
     );
-    /// Runs `body`; an R error inside it is caught and passed to `handler`
-    /// instead of unwinding further.
-    pub fn R_tryCatchError(
-        body: Option<unsafe extern "C" fn(*mut c_void) -> SEXP>,
-        bdata: *mut c_void,
-        handler: Option<unsafe extern "C" fn(SEXP, *mut c_void) -> SEXP>,
-        hdata: *mut c_void,
-    ) -> SEXP;
-    pub fn R_ToplevelExec(fun: Option<unsafe extern "C" fn(*mut c_void)>, data: *mut c_void)
-        -> Rboolean;
+    pub fn R_MakeActiveBinding(sym: SEXP, fun: SEXP, env: SEXP);
+    pub fn Rf_shallow_duplicate(x: SEXP) -> SEXP;
+    pub fn SET_CLOENV(x: SEXP, v: SEXP);
+    pub fn Rf_mkString(s: *const c_char) -> SEXP;
+    /// The message of the last R error.
+    pub fn R_curErrorBuf() -> *const c_char;
+    pub fn R_ToplevelExec(
+        fun: Option<unsafe extern "C" fn(*mut c_void)>,
+        data: *mut c_void,
+    ) -> Rboolean;
     pub fn R_CheckUserInterrupt();
     pub fn Rf_error(fmt: *const c_char, ...) -> !;
 }
 
 unsafe extern "C" fn check_interrupt(_: *mut c_void) {
     R_CheckUserInterrupt();
+}
+
+/// Run `f` so that an R error (or interrupt) inside it stops at this
+/// point instead of unwinding through the caller's Rust frames; returns
+/// the error message on failure. This costs a C-level context, unlike a
+/// tryCatch(). `f` must not own anything that needs dropping: the error
+/// unwinds straight out of it.
+pub fn r_protect(f: &mut dyn FnMut()) -> Result<(), String> {
+    unsafe extern "C" fn call(data: *mut c_void) {
+        let f = &mut *(data as *mut &mut dyn FnMut());
+        f();
+    }
+    let mut f = f;
+    let ok = unsafe { R_ToplevelExec(Some(call), &mut f as *mut &mut dyn FnMut() as *mut c_void) };
+    if ok == Rboolean::FALSE {
+        let msg = unsafe { std::ffi::CStr::from_ptr(R_curErrorBuf()) };
+        Err(msg.to_string_lossy().trim_end().to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// Whether the user has pressed Ctrl-C (or SIGINT arrived). Consumes the

@@ -5,10 +5,8 @@
 use crate::rapi::*;
 use extendr_ffi::{
     R_NilValue, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t, R_outpstream_st,
-    R_outpstream_t, R_pstream_format_t, Rf_isString, Rf_xlength, TYPEOF, R_CHAR,
-    SEXP, SEXPTYPE, STRING_ELT, VECTOR_ELT,
+    R_outpstream_t, R_pstream_format_t, Rf_xlength, SEXP, SEXPTYPE, TYPEOF,
 };
-use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
 
@@ -49,25 +47,6 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
     r.pos += n;
 }
 
-/// Marks that the error handler ran; returns the condition to the caller.
-unsafe extern "C" fn on_error(cond: SEXP, failed: *mut c_void) -> SEXP {
-    *(failed as *mut bool) = true;
-    cond
-}
-
-/// The message of an R condition object, for Rust-side error reporting.
-unsafe fn condition_message(cond: SEXP) -> String {
-    if TYPEOF(cond) == SEXPTYPE::VECSXP && Rf_xlength(cond) > 0 {
-        let msg = VECTOR_ELT(cond, 0);
-        if Rf_isString(msg) != extendr_ffi::Rboolean::FALSE && Rf_xlength(msg) > 0 {
-            return CStr::from_ptr(R_CHAR(STRING_ELT(msg, 0)))
-                .to_string_lossy()
-                .into_owned();
-        }
-    }
-    "unknown error".into()
-}
-
 /// A rough size of `x` once serialized, to size the buffer once.
 unsafe fn size_hint(x: SEXP) -> usize {
     let per = match TYPEOF(x) {
@@ -80,86 +59,52 @@ unsafe fn size_hint(x: SEXP) -> usize {
     64 + per * Rf_xlength(x) as usize
 }
 
-struct SerializeCall {
-    x: SEXP,
-    buf: *mut Vec<u8>,
-}
-
-unsafe extern "C" fn serialize_body(data: *mut c_void) -> SEXP {
-    let call = &*(data as *const SerializeCall);
-    let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
-    R_InitOutPStream(
-        stream.as_mut_ptr(),
-        call.buf as *mut c_void,
-        R_pstream_format_t::R_pstream_binary_format,
-        VERSION,
-        Some(out_char),
-        Some(out_bytes),
-        None,
-        R_NilValue,
-    );
-    R_Serialize(call.x, stream.as_mut_ptr());
-    R_NilValue
-}
-
 /// Append the serialization of `x` to `buf` (which may already hold a frame
 /// header). An R error during serialization is returned as its message.
 pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), String> {
-    unsafe {
-        buf.reserve(size_hint(x));
-        let mut call = SerializeCall {
-            x,
-            buf: buf as *mut Vec<u8>,
-        };
-        let mut failed = false;
-        let res = R_tryCatchError(
-            Some(serialize_body),
-            &mut call as *mut _ as *mut c_void,
-            Some(on_error),
-            &mut failed as *mut bool as *mut c_void,
+    unsafe { buf.reserve(size_hint(x)) };
+    let data = buf as *mut Vec<u8> as *mut c_void;
+    r_protect(&mut || unsafe {
+        let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
+        R_InitOutPStream(
+            stream.as_mut_ptr(),
+            data,
+            R_pstream_format_t::R_pstream_binary_format,
+            VERSION,
+            Some(out_char),
+            Some(out_bytes),
+            None,
+            R_NilValue,
         );
-        if failed {
-            Err(format!("serialization failed: {}", condition_message(res)))
-        } else {
-            Ok(())
-        }
-    }
+        R_Serialize(x, stream.as_mut_ptr());
+    })
+    .map_err(|e| format!("serialization failed: {e}"))
 }
 
-unsafe extern "C" fn unserialize_body(data: *mut c_void) -> SEXP {
-    let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
-    R_InitInPStream(
-        stream.as_mut_ptr(),
-        data,
-        R_pstream_format_t::R_pstream_any_format,
-        Some(in_char),
-        Some(in_bytes),
-        None,
-        R_NilValue,
-    );
-    R_Unserialize(stream.as_mut_ptr())
-}
-
-/// Rebuild the R object serialized in `bytes`. Malformed input gives an
-/// error message, never a crash. The result is unprotected: protect it
-/// before the next allocation.
+/// Rebuild the R object serialized in `bytes`. Malformed input, or an
+/// object needing a package that is not installed here, gives an error
+/// message, never a crash. The result is unprotected: protect it before
+/// the next allocation.
 pub fn unserialize(bytes: &[u8]) -> Result<SEXP, String> {
     if bytes.is_empty() {
         return Err("unserialization failed: no data".into());
     }
-    unsafe {
-        let mut reader = Reader { bytes, pos: 0 };
-        let mut failed = false;
-        let res = R_tryCatchError(
-            Some(unserialize_body),
-            &mut reader as *mut Reader as *mut c_void,
-            Some(on_error),
-            &mut failed as *mut bool as *mut c_void,
+    let mut reader = Reader { bytes, pos: 0 };
+    let data = &mut reader as *mut Reader as *mut c_void;
+    let mut out = unsafe { R_NilValue };
+    r_protect(&mut || unsafe {
+        let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
+        R_InitInPStream(
+            stream.as_mut_ptr(),
+            data,
+            R_pstream_format_t::R_pstream_any_format,
+            Some(in_char),
+            Some(in_bytes),
+            None,
+            R_NilValue,
         );
-        if failed {
-            Err(format!("unserialization failed: {}", condition_message(res)))
-        } else {
-            Ok(res)
-        }
-    }
+        out = R_Unserialize(stream.as_mut_ptr());
+    })
+    .map_err(|e| format!("unserialization failed: {e}"))?;
+    Ok(out)
 }

@@ -3,9 +3,10 @@
 
 use crate::url::Url;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 
 /// Any connected byte stream.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -65,16 +66,21 @@ fn remove_stale_socket(path: &str) {
 }
 
 impl Listener {
-    pub async fn accept(&self) -> io::Result<BoxStream> {
+    /// Accept a connection: the stream, and its socket descriptor when bytes
+    /// written to it go straight onto the wire (so the R thread may write to
+    /// it directly; not so under TLS).
+    pub async fn accept(&self) -> io::Result<(BoxStream, Option<RawFd>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
-                Ok(Box::pin(s))
+                let fd = s.as_raw_fd();
+                Ok((Box::pin(s), Some(fd)))
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                Ok(Box::pin(s))
+                let fd = s.as_raw_fd();
+                Ok((Box::pin(s), Some(fd)))
             }
         }
     }
@@ -88,29 +94,83 @@ impl Drop for Listener {
     }
 }
 
-pub async fn dial(url: &Url) -> io::Result<BoxStream> {
+/// A blocking connection, for a daemon's R thread: it reads its tasks and
+/// writes its results itself, with no thread hand-off on the way.
+pub enum SyncStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl SyncStream {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            SyncStream::Tcp(s) => s.as_raw_fd(),
+            SyncStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            SyncStream::Tcp(s) => s.set_read_timeout(t),
+            SyncStream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
+impl io::Read for &SyncStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            SyncStream::Tcp(s) => (&*s).read(buf),
+            SyncStream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl io::Write for &SyncStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            SyncStream::Tcp(s) => (&*s).write(buf),
+            SyncStream::Unix(s) => (&*s).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Dial `url` with blocking sockets, giving up after `timeout`.
+pub fn dial_sync(url: &Url, timeout: std::time::Duration) -> io::Result<SyncStream> {
     match url {
         Url::Tcp { host, port } => {
-            let s = TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            Ok(Box::pin(s))
+            use std::net::ToSocketAddrs;
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "host not found");
+            for addr in (host.as_str(), *port).to_socket_addrs()? {
+                match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(s) => {
+                        s.set_nodelay(true)?;
+                        return Ok(SyncStream::Tcp(s));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
         }
-        Url::Ipc(path) => Ok(Box::pin(UnixStream::connect(path).await?)),
-        Url::Abstract(name) => Ok(Box::pin(abstract_dial(name)?)),
+        Url::Ipc(path) => Ok(SyncStream::Unix(std::os::unix::net::UnixStream::connect(
+            path,
+        )?)),
+        Url::Abstract(name) => abstract_dial_sync(name).map(SyncStream::Unix),
     }
 }
 
 #[cfg(target_os = "linux")]
-fn abstract_dial(name: &str) -> io::Result<UnixStream> {
+fn abstract_dial_sync(name: &str) -> io::Result<std::os::unix::net::UnixStream> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-    let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-    s.set_nonblocking(true)?;
-    UnixStream::from_std(s)
+    std::os::unix::net::UnixStream::connect_addr(&addr)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn abstract_dial(_: &str) -> io::Result<UnixStream> {
+fn abstract_dial_sync(_: &str) -> io::Result<std::os::unix::net::UnixStream> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "abstract sockets exist only on Linux",

@@ -60,9 +60,7 @@ impl Url {
 /// Split `host:port` / `[v6]:port`, checking both parts.
 fn split_host_port(s: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once(']')
-            .ok_or("unclosed '[' in IPv6 address")?;
+        let (h, p) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
         let p = p.strip_prefix(':').ok_or("missing port")?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!("'{h}' is not an IPv6 address"));

@@ -1,0 +1,164 @@
+//! Malformed or hostile bytes on a host's listening socket: the peer is
+//! dropped and counted as refused, the host and its daemons carry on.
+
+use mirai::aio::{self, Aio, Outcome};
+use mirai::host::{task_frame, Host, Task};
+use mirai::protocol::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn connect(host: &Host) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port_of(host.url()))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// The host closes on us: reading ends (EOF, or a REJECT frame then EOF).
+fn assert_dropped(mut s: TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("peer not dropped: {e}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(12));
+    got
+}
+
+fn wait_refused(host: &Host, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while host.counts().2 < n {
+        assert!(Instant::now() < deadline, "refusal not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A well-behaved simulated daemon answering `n` tasks with their payload.
+fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
+    let mut s = connect(host);
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+    ))
+    .unwrap();
+    assert_eq!(
+        read_frame_blocking(&s, HANDSHAKE_MAX).unwrap().kind,
+        WELCOME
+    );
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let f = read_frame_blocking(&s, FRAME_MAX).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(&frame(RESULT, &f.body)).unwrap();
+        }
+    })
+}
+
+fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
+    let aio = Aio::new();
+    let mut f = task_frame(&aio, 0, payload.len());
+    f.extend_from_slice(payload);
+    finish_frame(&mut f);
+    host.submit(
+        Task {
+            aio: aio.clone(),
+            frame: f,
+        },
+        None,
+    );
+    aio
+}
+
+fn wait(aio: &Aio) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = aio::generation();
+        if !aio.is_pending() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "task did not complete");
+        aio::wait_for_completion(g, Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hostile_peers_are_dropped_while_tasks_run() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let daemon = good_daemon(&host, 5);
+    while host.connections() < 1 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let running = submit(&host, b"running");
+
+    // random bytes
+    let mut s = connect(&host);
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let _ = s.write_all(&junk);
+    assert_dropped(s);
+    wait_refused(&host, 1);
+
+    // an HTTP request
+    let mut s = connect(&host);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_dropped(s);
+    wait_refused(&host, 2);
+
+    // a truncated frame: the header promises more than ever arrives
+    let mut s = connect(&host);
+    let mut f = vec![HELLO];
+    f.extend_from_slice(&100u64.to_le_bytes());
+    f.extend_from_slice(&[0u8; 10]);
+    s.write_all(&f).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_dropped(s);
+    wait_refused(&host, 3);
+
+    // an oversized length prefix
+    let mut s = connect(&host);
+    let mut f = vec![HELLO];
+    f.extend_from_slice(&u64::MAX.to_le_bytes());
+    s.write_all(&f).unwrap();
+    assert_dropped(s);
+    wait_refused(&host, 4);
+
+    // a well-formed hello of another protocol version gets a reason
+    let mut s = connect(&host);
+    s.write_all(&frame(HELLO, &hello_body(PROTOCOL_VERSION + 1, "0.1.0")))
+        .unwrap();
+    let got = assert_dropped(s);
+    let reply = read_frame_blocking(&got[..], HANDSHAKE_MAX).unwrap();
+    assert_eq!(reply.kind, REJECT);
+    assert!(String::from_utf8_lossy(&reply.body).contains("version mismatch"));
+    wait_refused(&host, 5);
+
+    // none of it became a daemon, and the real one kept working
+    assert_eq!(host.connections(), 1);
+    wait(&running);
+    assert!(matches!(running.take(), Outcome::Value(v, s, _) if &v[s..] == b"running"));
+    for i in 0..4u8 {
+        let a = submit(&host, &[i]);
+        wait(&a);
+        assert!(matches!(a.take(), Outcome::Value(v, s, _) if v[s..] == [i]));
+    }
+    daemon.join().unwrap();
+}
+
+#[test]
+fn a_silent_peer_does_not_block_other_connections() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let _silent: Vec<TcpStream> = (0..20).map(|_| connect(&host)).collect();
+    let daemon = good_daemon(&host, 1);
+    let a = submit(&host, b"x");
+    wait(&a);
+    assert!(matches!(a.take(), Outcome::Value(..)));
+    daemon.join().unwrap();
+}

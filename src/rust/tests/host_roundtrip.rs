@@ -1,0 +1,130 @@
+//! The host without dispatcher, driven by simulated daemons (plain blocking
+//! sockets speaking the protocol), with no R involved.
+
+use mirai::aio::{self, Aio, Outcome, ERR_CONNECTION_RESET};
+use mirai::host::{task_frame, Host, Task};
+use mirai::protocol::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Connect and complete the handshake like a daemon would.
+fn simulated_daemon(url: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port_of(url))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+    ))
+    .unwrap();
+    let reply = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
+    assert_eq!(reply.kind, WELCOME);
+    s
+}
+
+/// Answer tasks by echoing their payload back as the result.
+fn echo(mut s: TcpStream, n: usize) {
+    for _ in 0..n {
+        let f = read_frame_blocking(&s, FRAME_MAX).unwrap();
+        assert_eq!(f.kind, TASK);
+        let mut body = f.body.clone();
+        body[8] = 0; // result flags
+        s.write_all(&frame(RESULT, &body)).unwrap();
+    }
+}
+
+fn wait(aio: &Aio) {
+    loop {
+        let g = aio::generation();
+        if !aio.is_pending() {
+            return;
+        }
+        aio::wait_for_completion(g, Duration::from_millis(100));
+    }
+}
+
+fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
+    let aio = Aio::new();
+    let mut f = task_frame(&aio, 0, payload.len());
+    f.extend_from_slice(payload);
+    finish_frame(&mut f);
+    host.submit(
+        Task {
+            aio: aio.clone(),
+            frame: f,
+        },
+        None,
+    );
+    aio
+}
+
+fn connected(host: &Host, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.wait_connections(n, Duration::from_millis(50)) < n {
+        assert!(Instant::now() < deadline, "daemons did not connect");
+    }
+}
+
+#[test]
+fn tasks_round_trip_through_a_simulated_daemon() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let s = simulated_daemon(host.url());
+    connected(&host, 1);
+    let n = 2000;
+    let t = std::thread::spawn(move || echo(s, n));
+    let start = Instant::now();
+    for i in 0..n {
+        let aio = submit(&host, format!("payload {i}").as_bytes());
+        wait(&aio);
+        match aio.take() {
+            Outcome::Value(v, start, false) => {
+                assert_eq!(&v[start..], format!("payload {i}").as_bytes())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!(
+        "round trip without R: {:.1} us",
+        start.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    t.join().unwrap();
+    host.close(false);
+}
+
+#[test]
+fn tasks_queued_before_any_daemon_are_dealt_round_robin() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let aios: Vec<_> = (0..10).map(|i| submit(&host, &[i])).collect();
+    let a = simulated_daemon(host.url());
+    let b = simulated_daemon(host.url());
+    connected(&host, 2);
+    // the first daemon took the queue; later tasks alternate
+    let more: Vec<_> = (10..14).map(|i| submit(&host, &[i])).collect();
+    let ta = std::thread::spawn(move || echo(a, 12));
+    let tb = std::thread::spawn(move || echo(b, 2));
+    for aio in aios.iter().chain(more.iter()) {
+        wait(aio);
+        assert!(matches!(aio.take(), Outcome::Value(..)));
+    }
+    ta.join().unwrap();
+    tb.join().unwrap();
+}
+
+#[test]
+fn a_daemon_that_disconnects_fails_its_tasks_with_19() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let s = simulated_daemon(host.url());
+    connected(&host, 1);
+    let aio = submit(&host, b"never answered");
+    let mut hdr = [0u8; HEADER_LEN];
+    (&s).read_exact(&mut hdr).unwrap();
+    drop(s);
+    wait(&aio);
+    assert!(matches!(aio.take(), Outcome::Error(ERR_CONNECTION_RESET)));
+    assert_eq!(host.connections(), 0);
+}
