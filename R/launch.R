@@ -35,6 +35,8 @@ launch_local <- function(n = 1L, ..., .compute = NULL) {
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
   profile <- .launchable_profile(.compute)
   n <- .check_count(n)
+  if (is.list(remote$args) && length(remote$args) > 1L && n != 1L && n != length(remote$args))
+    stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
   cmds <- vapply(seq_len(n), function(i) {
     args <- .daemon_args(profile$url, settings, .daemon_stream(profile))
@@ -46,7 +48,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     cmd <- cmds[i]
     if (remote$quote) cmd <- shQuote(cmd)
     args <- remote$args[[min(i, length(remote$args))]]
-    args <- sub(".", cmd, args, fixed = TRUE)
+    args[args == "."] <- cmd
     system2(remote$command, args, wait = FALSE, stdout = FALSE, stderr = FALSE)
   }
   invisible(cmds)

@@ -13,10 +13,9 @@ use crate::protocol::*;
 use crate::transport::{dial_sync, SyncStream};
 use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
-use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,14 +62,15 @@ struct Watch {
     tempdir: String,
 }
 
+/// Used from R's main thread only; the locks just make that safe to state.
 pub struct Client {
     url: Url,
     autoexit: AutoExit,
-    conn: RefCell<Option<Conn>>,
+    conn: Mutex<Option<Conn>>,
     /// Whether to (re)dial when there is no connection.
-    may_dial: Cell<bool>,
-    epoch: Cell<u64>,
-    next_dial: Cell<Instant>,
+    may_dial: AtomicBool,
+    epoch: AtomicU64,
+    next_dial: Mutex<Instant>,
     watch: Arc<Watch>,
 }
 
@@ -161,10 +161,10 @@ impl Client {
         Ok(Client {
             url: parsed,
             autoexit,
-            may_dial: Cell::new(first.is_none()),
-            epoch: Cell::new(first.as_ref().map_or(0, |c| c.epoch)),
-            conn: RefCell::new(first),
-            next_dial: Cell::new(Instant::now()),
+            may_dial: AtomicBool::new(first.is_none()),
+            epoch: AtomicU64::new(first.as_ref().map_or(0, |c| c.epoch)),
+            conn: Mutex::new(first),
+            next_dial: Mutex::new(Instant::now()),
             watch,
         })
     }
@@ -181,15 +181,15 @@ impl Client {
         self.set_busy(None);
         let deadline = Instant::now() + slice;
         loop {
-            if self.conn.borrow().is_none() {
+            if self.conn.lock().is_none() {
                 if let Some(msg) = self.try_dial(deadline) {
                     return Some(msg);
                 }
-                if self.conn.borrow().is_none() {
+                if self.conn.lock().is_none() {
                     return None;
                 }
             }
-            let conn = self.conn.borrow();
+            let conn = self.conn.lock();
             let c = conn.as_ref().unwrap();
             let left = deadline.saturating_duration_since(Instant::now());
             if poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
@@ -221,9 +221,9 @@ impl Client {
 
     /// The connection is gone: redial later, or tell R to stop.
     fn disconnected(&self) -> Option<Incoming> {
-        self.conn.borrow_mut().take();
+        self.conn.lock().take();
         if self.autoexit == AutoExit::Never {
-            self.may_dial.set(true);
+            self.may_dial.store(true, Ordering::Relaxed);
             None
         } else {
             Some(Incoming::Disconnected)
@@ -233,24 +233,22 @@ impl Client {
     /// One dial attempt if it is time for one (waiting no later than
     /// `deadline`); a refusal ends serving.
     fn try_dial(&self, deadline: Instant) -> Option<Incoming> {
-        if !self.may_dial.get() {
+        if !self.may_dial.load(Ordering::Relaxed) {
             return Some(Incoming::Disconnected);
         }
+        let next = *self.next_dial.lock();
         let now = Instant::now();
-        if now < self.next_dial.get() {
-            std::thread::sleep(self.next_dial.get().min(deadline) - now);
-            if Instant::now() < self.next_dial.get() {
+        if now < next {
+            std::thread::sleep(next.min(deadline) - now);
+            if Instant::now() < next {
                 return None;
             }
         }
-        self.next_dial.set(Instant::now() + REDIAL_INTERVAL);
+        *self.next_dial.lock() = Instant::now() + REDIAL_INTERVAL;
         match connect_once(&self.url) {
             Ok(stream) => {
-                self.epoch.set(self.epoch.get() + 1);
-                *self.conn.borrow_mut() = Some(Conn {
-                    stream,
-                    epoch: self.epoch.get(),
-                });
+                let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                *self.conn.lock() = Some(Conn { stream, epoch });
                 None
             }
             Err(DialError::Refused(r)) => Some(Incoming::Refused(r)),
@@ -261,14 +259,15 @@ impl Client {
     /// Send a RESULT frame on the connection of `epoch` (a result computed
     /// for a host that has since gone is dropped).
     pub fn send(&self, epoch: u64, frame: &[u8]) {
-        let failed = match &*self.conn.borrow() {
+        let mut conn = self.conn.lock();
+        let failed = match &*conn {
             Some(c) if c.epoch == epoch => (&c.stream).write_all(frame).is_err(),
             _ => false,
         };
         if failed {
-            self.conn.borrow_mut().take();
+            conn.take();
             if self.autoexit == AutoExit::Never {
-                self.may_dial.set(true);
+                self.may_dial.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -277,7 +276,7 @@ impl Client {
     pub fn finish(&self) {
         self.watch.finished.store(true, Ordering::SeqCst);
         self.set_busy(None);
-        self.conn.borrow_mut().take();
+        self.conn.lock().take();
     }
 }
 

@@ -29,8 +29,7 @@ impl Drop for HostHandle {
     }
 }
 
-pub struct AioHandle(Arc<Aio>);
-impl Tagged for AioHandle {
+impl Tagged for Aio {
     const TAG: &'static std::ffi::CStr = c"mirai_aio";
 }
 
@@ -42,8 +41,14 @@ fn host(h: &Robj) -> Result<&Arc<Host>> {
     Ok(&get_handle::<HostHandle>(unsafe { h.get() })?.0)
 }
 
-fn aio_of(a: &Robj) -> Result<&Arc<Aio>> {
-    Ok(&get_handle::<AioHandle>(unsafe { a.get() })?.0)
+fn aio_of(a: &Robj) -> Result<&Aio> {
+    Ok(get_handle::<Aio>(unsafe { a.get() })?)
+}
+
+/// The aio of a list element, if it is one. The list (protected by R for
+/// the whole call) keeps the handle, and so the aio, alive.
+fn aio_in<'a>(a: &Robj) -> Option<&'a Aio> {
+    get_handle::<Aio>(unsafe { a.get() }).ok()
 }
 
 fn client(c: &Robj) -> Result<&Client> {
@@ -91,7 +96,7 @@ fn wait_until(done: impl Fn() -> bool) -> bool {
 #[extendr]
 fn host_listen(url: &str, ephemeral: bool) -> Result<Robj> {
     let h = Host::listen(url, ephemeral)?;
-    Ok(robj(new_handle(HostHandle(h))))
+    Ok(robj(new_handle(Arc::new(HostHandle(h)))))
 }
 
 #[extendr]
@@ -102,7 +107,7 @@ fn host_url(h: Robj) -> Result<String> {
 /// A mirai object for `aio`.
 fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
     let id = (aio.id & 0x7fff_ffff) as i32;
-    let handle = robj(new_handle(AioHandle(aio)));
+    let handle = robj(new_handle(aio));
     Ok(robj(new_mirai(unsafe { handle.get() }, id)?))
 }
 
@@ -117,9 +122,12 @@ fn init_mirai_template(f: Robj) {
 fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
     let host = host(&h)?;
     let aio = Aio::new();
-    let mut frame = task_frame(&aio, 0, 0);
-    serial::serialize_into(unsafe { payload.get() }, &mut frame)?;
-    finish_frame(&mut frame);
+    let frame = serial::with_scratch(|buf| {
+        buf.extend_from_slice(&task_frame(&aio, 0, 0));
+        serial::serialize_into(unsafe { payload.get() }, buf)?;
+        finish_frame(buf);
+        Ok(())
+    })?;
     let mirai = mirai_for(aio.clone())?;
     host.submit(Task { aio, frame }, millis(timeout_ms));
     Ok(mirai)
@@ -221,7 +229,7 @@ fn aio_wait(a: Robj) -> Result<bool> {
 /// passes first (so R can update a progress bar and call again).
 #[extendr]
 fn aio_wait_map(list: List, stop: bool, tick_ms: f64) -> Result<i32> {
-    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, a)| aio_of(&a).ok().cloned()).collect();
+    let aios: Vec<Option<&Aio>> = list.iter().map(|(_, a)| aio_in(&a)).collect();
     let pending = |i: usize| aios[i].as_ref().is_some_and(|a| a.is_pending());
     let first_error = || {
         aios.iter()
@@ -273,10 +281,10 @@ fn aio_count_resolved(list: List) -> i32 {
 /// resolved (their mirai already hold a value).
 #[extendr]
 fn aio_race(list: List) -> Result<i32> {
-    if list.len() == 0 {
+    if list.is_empty() {
         return Ok(0);
     }
-    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, a)| aio_of(&a).ok().cloned()).collect();
+    let aios: Vec<Option<&Aio>> = list.iter().map(|(_, a)| aio_in(&a)).collect();
     let first = || {
         aios.iter()
             .position(|a| a.as_ref().is_none_or(|a| !a.is_pending()))
@@ -306,7 +314,7 @@ fn daemon_dial(url: &str, asyncdial: bool, autoexit: Rbool, tempdir: &str) -> Re
         AutoExit::Never
     };
     let c = Client::dial(url, asyncdial, mode, tempdir.to_string())?;
-    Ok(robj(new_handle(c)))
+    Ok(robj(new_handle(Arc::new(c))))
 }
 
 /// Wait for the next task: `list(id, flags, epoch, payload)` (with a fifth
@@ -384,6 +392,19 @@ fn serial_roundtrip(x: Robj) -> Result<Robj> {
     Ok(robj(serial::unserialize(&buf)?))
 }
 
+/// Bytes currently allocated through malloc in this process (R's heap
+/// pages included), for memory benchmarks.
+#[extendr]
+fn malloc_in_use() -> Robj {
+    let m = unsafe { libc::mallinfo2() };
+    r!([
+        m.uordblks as f64,
+        m.fordblks as f64,
+        m.hblkhd as f64,
+        m.arena as f64
+    ])
+}
+
 extendr_module! {
     mod exports;
     fn init_mirai_template;
@@ -407,4 +428,5 @@ extendr_module! {
     fn daemon_send;
     fn daemon_finish;
     fn serial_roundtrip;
+    fn malloc_in_use;
 }

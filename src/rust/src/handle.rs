@@ -1,5 +1,7 @@
-//! R external pointers that own a Rust value: the R objects behind a mirai
-//! (its aio), a compute profile's host, and a daemon's connection.
+//! R external pointers that own a reference-counted Rust value: the R
+//! objects behind a mirai (its aio), a compute profile's host, and a
+//! daemon's connection. The pointer is the `Arc` itself, so a handle costs
+//! no allocation beyond the value.
 //!
 //! The tag is an R symbol naming the type (symbols are interned, so a
 //! handle costs one small R object), checked on every use so a wrong or
@@ -10,23 +12,24 @@ use extendr_ffi::{
     R_RegisterCFinalizerEx, Rboolean, Rf_install, SEXP, SEXPTYPE, TYPEOF,
 };
 use std::ffi::CStr;
+use std::sync::Arc;
 
 pub trait Tagged: Sized + 'static {
     const TAG: &'static CStr;
 }
 
 unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
-    let p = R_ExternalPtrAddr(x) as *mut T;
+    let p = R_ExternalPtrAddr(x) as *const T;
     if !p.is_null() {
         R_ClearExternalPtr(x);
-        drop(Box::from_raw(p));
+        drop(Arc::from_raw(p));
     }
 }
 
 /// Move `val` into a new external pointer (unprotected on return).
-pub fn new_handle<T: Tagged>(val: T) -> SEXP {
+pub fn new_handle<T: Tagged>(val: Arc<T>) -> SEXP {
     unsafe {
-        let p = Box::into_raw(Box::new(val));
+        let p = Arc::into_raw(val);
         let x = R_MakeExternalPtr(p as *mut _, Rf_install(T::TAG.as_ptr()), R_NilValue);
         R_RegisterCFinalizerEx(x, Some(finalize::<T>), Rboolean::TRUE);
         x

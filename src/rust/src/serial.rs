@@ -81,6 +81,35 @@ pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), String> {
     .map_err(|e| format!("serialization failed: {e}"))
 }
 
+/// Above this size a buffer is handed over as it is rather than copied.
+const COPY_LIMIT: usize = 1 << 16;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fill a reusable buffer with `fill`, then return its bytes in an
+/// allocation of exactly their size: a queued task holds no slack, and
+/// serializing many small tasks churns no reallocations.
+pub fn with_scratch(
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    SCRATCH.with(|s| {
+        let mut buf = s.borrow_mut();
+        buf.clear();
+        let res = fill(&mut buf);
+        let out = if buf.len() <= COPY_LIMIT {
+            buf.as_slice().to_vec()
+        } else {
+            std::mem::take(&mut *buf)
+        };
+        if buf.capacity() > COPY_LIMIT {
+            *buf = Vec::new();
+        }
+        res.map(|_| out)
+    })
+}
+
 /// Rebuild the R object serialized in `bytes`. Malformed input, or an
 /// object needing a package that is not installed here, gives an error
 /// message, never a crash. The result is unprotected: protect it before

@@ -128,3 +128,28 @@ fn a_daemon_that_disconnects_fails_its_tasks_with_19() {
     assert!(matches!(aio.take(), Outcome::Error(ERR_CONNECTION_RESET)));
     assert_eq!(host.connections(), 0);
 }
+
+fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn queued_tasks_cost_little_memory() {
+    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let payload = [7u8; 67]; // the size of a serialized `mirai(1)` task
+    let n = 200_000;
+    let before = rss_bytes();
+    let aios: Vec<_> = (0..n).map(|_| submit(&host, &payload)).collect();
+    let per_task = (rss_bytes() - before) as f64 / n as f64;
+    eprintln!("Rust memory per queued task: {per_task:.0} bytes");
+    assert!(per_task < 400.0, "{per_task} bytes per queued task");
+    host.close(false);
+    assert!(aios.iter().all(|a| !a.is_pending()));
+}
