@@ -127,18 +127,24 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
 }
 
 # Wait until `n` daemons are connected, reporting progress if it is slow.
+# Daemon processes that exit before connecting (R or mirai missing, a
+# failing .Rprofile, ...) make this fail at once rather than time out.
 .sync_daemons <- function(profile, n, timeout = 30000) {
-  got <- .Call(wrap__host_wait, profile$host, n, 1000)
-  waited <- 1000
-  while (got >= 0L && got < n && waited < timeout) {
+  waited <- 0
+  repeat {
+    got <- .Call(wrap__host_wait, profile$host, n, 1000)
+    if (got < 0L) .interrupt()
+    if (got >= n) return(invisible(got))
+    counts <- .Call(wrap__host_counts, profile$host)
+    if (counts[4L] - counts[5L] < n)
+      stop(sprintf("%d of %d daemon processes exited before connecting (use `output = TRUE` to see their messages)",
+                   n - (counts[4L] - counts[5L]), n), call. = FALSE)
+    waited <- waited + 1000
+    if (waited >= timeout)
+      stop(sprintf("only %d of %d daemons connected within %d seconds", got, n, timeout %/% 1000),
+           call. = FALSE)
     message(sprintf("initial sync with daemon(s) [%d/%d connected]", got, n))
-    got <- .Call(wrap__host_wait, profile$host, n, 2000)
-    waited <- waited + 2000
   }
-  if (got < 0L) .interrupt()
-  if (got < n) warning(sprintf("only %d of %d daemons connected within %d seconds",
-                               got, n, timeout %/% 1000), call. = FALSE)
-  invisible(got)
 }
 
 #' @export

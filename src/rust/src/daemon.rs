@@ -34,12 +34,9 @@ pub enum AutoExit {
 
 /// What the R thread receives.
 pub enum Incoming {
-    Task {
-        id: u64,
-        flags: u8,
-        epoch: u64,
-        body: Vec<u8>,
-    },
+    /// A task; its body is in the client's receive buffer (see
+    /// [`Client::with_task_body`]).
+    Task { id: u64, flags: u8, epoch: u64 },
     /// The host asked this daemon to exit.
     Exit,
     /// The connection dropped and this daemon does not redial.
@@ -72,6 +69,10 @@ pub struct Client {
     epoch: AtomicU64,
     next_dial: Mutex<Instant>,
     watch: Arc<Watch>,
+    /// Reused from task to task, so a daemon moving large objects does not
+    /// fault in fresh memory for each one.
+    recv_buf: Mutex<Vec<u8>>,
+    send_buf: Mutex<Vec<u8>>,
 }
 
 enum DialError {
@@ -119,6 +120,21 @@ fn poll_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> libc::c_short
     }
 }
 
+/// A daemon keeps the memory it frees for its next task instead of handing
+/// it back to the system and faulting it in again: moving a large object
+/// then costs copies, not page faults. (Only in daemon processes, which
+/// exist to run tasks; up to 1 GiB of free memory is kept.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 impl Client {
     /// Connect to `url`. With `asyncdial` false a single attempt is made now
     /// and its failure returned; otherwise dialling is retried while the
@@ -130,6 +146,7 @@ impl Client {
         tempdir: String,
     ) -> Result<Client, String> {
         let parsed = Url::parse(url)?;
+        keep_freed_memory();
         let first = if asyncdial {
             None
         } else {
@@ -166,6 +183,8 @@ impl Client {
             conn: Mutex::new(first),
             next_dial: Mutex::new(Instant::now()),
             watch,
+            recv_buf: Mutex::new(Vec::new()),
+            send_buf: Mutex::new(Vec::new()),
         })
     }
 
@@ -195,21 +214,22 @@ impl Client {
             if poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
                 return None;
             }
-            match read_frame_blocking(&c.stream, FRAME_MAX) {
-                Ok(f) if f.kind == TASK && f.body.len() >= ID_FLAGS_LEN => {
-                    let id = u64::from_le_bytes(f.body[..8].try_into().unwrap());
+            let mut body = self.recv_buf.lock();
+            match read_frame_into(&c.stream, FRAME_MAX, &mut body) {
+                Ok(TASK) if body.len() >= ID_FLAGS_LEN => {
+                    let id = u64::from_le_bytes(body[..8].try_into().unwrap());
                     self.set_busy(Some(c.stream.fd()));
                     return Some(Incoming::Task {
                         id,
-                        flags: f.body[8],
+                        flags: body[8],
                         epoch: c.epoch,
-                        body: f.body,
                     });
                 }
-                Ok(f) if f.kind == EXIT => return Some(Incoming::Exit),
+                Ok(EXIT) => return Some(Incoming::Exit),
                 // Cancellation needs the dispatcher: nothing to do here.
-                Ok(f) if f.kind == CANCEL => continue,
+                Ok(CANCEL) => continue,
                 _ => {
+                    drop(body);
                     drop(conn);
                     if let Some(m) = self.disconnected() {
                         return Some(m);
@@ -256,12 +276,25 @@ impl Client {
         }
     }
 
-    /// Send a RESULT frame on the connection of `epoch` (a result computed
-    /// for a host that has since gone is dropped).
-    pub fn send(&self, epoch: u64, frame: &[u8]) {
+    /// The payload of the task last received.
+    pub fn with_task_body<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        f(&self.recv_buf.lock()[ID_FLAGS_LEN..])
+    }
+
+    /// Build a RESULT frame with `fill` in the reusable send buffer and send
+    /// it on the connection of `epoch` (a result computed for a host that
+    /// has since gone is dropped).
+    pub fn send(
+        &self,
+        epoch: u64,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut frame = self.send_buf.lock();
+        frame.clear();
+        fill(&mut frame)?;
         let mut conn = self.conn.lock();
         let failed = match &*conn {
-            Some(c) if c.epoch == epoch => (&c.stream).write_all(frame).is_err(),
+            Some(c) if c.epoch == epoch => (&c.stream).write_all(&frame).is_err(),
             _ => false,
         };
         if failed {
@@ -270,6 +303,7 @@ impl Client {
                 self.may_dial.store(true, Ordering::Relaxed);
             }
         }
+        Ok(())
     }
 
     /// R has left the daemon loop: stop watching and close the connection.

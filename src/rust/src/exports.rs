@@ -8,7 +8,7 @@ use crate::handle::{get_handle, new_handle, Tagged};
 use crate::host::{task_frame, Host, Task};
 use crate::launch;
 use crate::mirai_object::{new_mirai, set_binding_template};
-use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, ID_FLAGS_LEN, RESULT};
+use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, RESULT};
 use crate::rapi::user_interrupted;
 use crate::serial;
 use extendr_api::prelude::*;
@@ -111,10 +111,15 @@ fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
     Ok(robj(new_mirai(unsafe { handle.get() }, id)?))
 }
 
-/// Set the closure each mirai's `data` binding copies (from .onLoad).
+/// Package start-up (from .onLoad): set the closure each mirai's `data`
+/// binding copies, and keep Rust panics quiet. An error returned to R
+/// travels as a panic inside extendr's wrappers and becomes the R error's
+/// message; the default hook would also print it, with a backtrace, to
+/// the console.
 #[extendr]
 fn init_mirai_template(f: Robj) {
     set_binding_template(unsafe { f.get() });
+    std::panic::set_hook(Box::new(|_| {}));
 }
 
 /// Serialize `payload` into a task frame and queue it; returns the mirai.
@@ -149,11 +154,11 @@ fn host_broadcast(h: Robj, payload: Robj) -> Result<Robj> {
     Ok(List::from_values(mirai).into())
 }
 
-/// c(connections, cumulative, refused)
+/// c(connections, cumulative, refused, launched, exited)
 #[extendr]
 fn host_counts(h: Robj) -> Result<Robj> {
-    let (c, cum, refused) = host(&h)?.counts();
-    Ok(r!([c as i32, cum as i32, refused as i32]))
+    let counts = host(&h)?.counts().map(|c| c.min(i32::MAX as u64) as i32);
+    Ok(r!(counts))
 }
 
 /// Wait up to `timeout_ms` for `n` daemons: the number connected, or -1 if
@@ -174,9 +179,12 @@ fn host_wait(h: Robj, n: i32, timeout_ms: f64) -> Result<i32> {
     }
 }
 
+/// Close a host; returns once its address is free again.
 #[extendr]
 fn host_close(h: Robj, send_exit: bool) -> Result<()> {
-    host(&h)?.close(send_exit);
+    let host = host(&h)?;
+    host.close(send_exit);
+    host.wait_stopped(Duration::from_secs(2));
     Ok(())
 }
 
@@ -184,6 +192,7 @@ fn host_close(h: Robj, send_exit: bool) -> Result<()> {
 #[extendr]
 fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Result<i32> {
     let host = host(&h)?.clone();
+    host.process_launched();
     let on_exit: Box<dyn FnOnce() + Send> = Box::new(move || host.process_exited());
     let pid = launch::spawn(program, &args, output, Some(on_exit))
         .map_err(|e| format!("cannot start '{program}': {e}"))?;
@@ -337,15 +346,10 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
             None => INTERRUPT_SLICE,
         };
         match client.recv(slice) {
-            Some(Incoming::Task {
-                id,
-                flags,
-                epoch,
-                body,
-            }) => {
+            Some(Incoming::Task { id, flags, epoch }) => {
                 // A task that cannot be rebuilt here (say, it needs a package
                 // this machine lacks) still gets an answer: its error message.
-                return Ok(match serial::unserialize(&body[ID_FLAGS_LEN..]) {
+                return Ok(match client.with_task_body(serial::unserialize) {
                     Ok(payload) => list!(id as f64, flags as i32, epoch as f64, robj(payload)),
                     Err(e) => list!(id as f64, flags as i32, epoch as f64, (), e),
                 }
@@ -369,12 +373,14 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
 #[extendr]
 fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<()> {
     let client = client(&c)?;
-    let mut frame = begin_frame(RESULT, ID_FLAGS_LEN);
-    frame.extend_from_slice(&(id as u64).to_le_bytes());
-    frame.push(if is_error { FLAG_ERROR } else { 0 });
-    serial::serialize_into(unsafe { value.get() }, &mut frame)?;
-    finish_frame(&mut frame);
-    client.send(epoch as u64, &frame);
+    client.send(epoch as u64, |frame| {
+        frame.extend_from_slice(&begin_frame(RESULT, 0));
+        frame.extend_from_slice(&(id as u64).to_le_bytes());
+        frame.push(if is_error { FLAG_ERROR } else { 0 });
+        serial::serialize_into(unsafe { value.get() }, frame)?;
+        finish_frame(frame);
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -41,10 +42,14 @@ pub fn task_frame(aio: &Aio, flags: u8, capacity: usize) -> Vec<u8> {
     f
 }
 
+/// Bytes for the writer task: a frame, from the given offset on (the part
+/// a direct write did not get onto the socket).
+type Outgoing = (Vec<u8>, usize);
+
 /// A connected daemon.
 struct Link {
     conn: u64,
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     inflight: HashMap<u64, Arc<Aio>>,
     /// The socket, when frames may be written to it directly.
     fd: Option<RawFd>,
@@ -65,10 +70,10 @@ impl Link {
                 return true;
             }
             self.backlog = true;
-            return self.tx.send(frame[sent..].to_vec()).is_ok();
+            return self.tx.send((frame, sent)).is_ok();
         }
         self.backlog = true;
-        self.tx.send(frame).is_ok()
+        self.tx.send((frame, 0)).is_ok()
     }
 }
 
@@ -113,6 +118,12 @@ pub struct Host {
     state: Mutex<State>,
     links_changed: Condvar,
     shutdown: watch::Sender<bool>,
+    /// Daemon processes started for this host, and how many have ended.
+    launched: AtomicU64,
+    exited: AtomicU64,
+    /// Set once the listening socket is closed (see `wait_stopped`).
+    stopped: Mutex<bool>,
+    stopped_cv: Condvar,
 }
 
 impl Host {
@@ -129,6 +140,10 @@ impl Host {
             state: Mutex::new(State::default()),
             links_changed: Condvar::new(),
             shutdown: watch::channel(false).0,
+            stopped: Mutex::new(false),
+            stopped_cv: Condvar::new(),
+            launched: AtomicU64::new(0),
+            exited: AtomicU64::new(0),
         });
         rt.spawn(accept_loop(host.clone(), listener));
         Ok(host)
@@ -177,16 +192,29 @@ impl Host {
         self.state.lock().links.len()
     }
 
-    /// (connections, cumulative connections, refused peers)
-    pub fn counts(&self) -> (usize, u64, u64) {
+    /// [connections, cumulative connections, refused peers, daemon
+    /// processes launched, launched processes that have exited]
+    pub fn counts(&self) -> [u64; 5] {
         let st = self.state.lock();
-        (st.links.len(), st.cumulative, st.refused)
+        [
+            st.links.len() as u64,
+            st.cumulative,
+            st.refused,
+            self.launched.load(Ordering::SeqCst),
+            self.exited.load(Ordering::SeqCst),
+        ]
+    }
+
+    /// A daemon process was started for this host.
+    pub fn process_launched(&self) {
+        self.launched.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Wait up to `slice` for at least `n` daemons; returns how many there are.
     pub fn wait_connections(&self, n: usize, slice: Duration) -> usize {
         let mut st = self.state.lock();
         if st.links.len() < n && !st.closed {
+            // also woken when a launched process exits
             self.links_changed.wait_for(&mut st, slice);
         }
         st.links.len()
@@ -205,27 +233,39 @@ impl Host {
             failed.extend(st.pending.drain(..).map(|t| t.aio));
             for link in st.links.drain(..) {
                 if send_exit {
-                    let _ = link.tx.send(frame(EXIT, &[]));
+                    let _ = link.tx.send((frame(EXIT, &[]), 0));
                 }
                 failed.extend(link.inflight.into_values());
             }
         }
         self.links_changed.notify_all();
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
         for aio in failed {
             aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
         }
     }
 
-    /// The process serving an ephemeral host ended: whatever it did not
-    /// finish is lost.
+    /// After [`close`](Host::close), wait (up to `timeout`) until the
+    /// listening socket is really closed, so its address can be bound again
+    /// at once. Not for use on the runtime's own threads.
+    pub fn wait_stopped(&self, timeout: Duration) {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            self.stopped_cv.wait_for(&mut stopped, timeout);
+        }
+    }
+
+    /// A daemon process started for this host ended. For an ephemeral host
+    /// whatever it did not finish is lost.
     pub fn process_exited(&self) {
+        self.exited.fetch_add(1, Ordering::SeqCst);
+        self.links_changed.notify_all();
         if self.ephemeral {
             self.close(false);
         }
     }
 
-    fn register(&self, tx: mpsc::UnboundedSender<Vec<u8>>, fd: Option<RawFd>) -> Option<u64> {
+    fn register(&self, tx: mpsc::UnboundedSender<Outgoing>, fd: Option<RawFd>) -> Option<u64> {
         let mut st = self.state.lock();
         if st.closed {
             return None;
@@ -304,6 +344,14 @@ fn assign(st: &mut State, task: Task) {
 }
 
 async fn accept_loop(host: Arc<Host>, listener: Listener) {
+    accept_until_stopped(&host, listener).await;
+    *host.stopped.lock() = true;
+    host.stopped_cv.notify_all();
+}
+
+/// Accept daemons until shutdown (or, for an ephemeral host, the first);
+/// the listener is dropped, closing the socket, on return.
+async fn accept_until_stopped(host: &Arc<Host>, listener: Listener) {
     let mut stop = host.shutdown.subscribe();
     loop {
         if *stop.borrow_and_update() {
@@ -391,15 +439,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     host: Arc<Host>,
     conn: u64,
     wr: W,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut w = BufWriter::with_capacity(IO_BUFFER, wr);
-    while let Some(buf) = rx.recv().await {
-        if w.write_all(&buf).await.is_err() {
+    while let Some((buf, from)) = rx.recv().await {
+        if w.write_all(&buf[from..]).await.is_err() {
             return;
         }
-        while let Ok(more) = rx.try_recv() {
-            if w.write_all(&more).await.is_err() {
+        while let Ok((more, from)) = rx.try_recv() {
+            if w.write_all(&more[from..]).await.is_err() {
                 return;
             }
         }

@@ -6,6 +6,7 @@
 //! - [`url`], [`transport`]: addresses, listening and dialling
 //! - [`protocol`]: framing, message kinds, handshake
 //! - [`aio`]: pending results shared with the R thread
+//! - [`buffer`]: large message buffers
 //! - [`host`]: a compute profile's daemons without dispatcher
 //! - [`daemon`]: the daemon side of a connection
 //! - [`serial`]: R serialization into and out of Rust buffers
@@ -13,6 +14,7 @@
 //! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 
 pub mod aio;
+mod buffer;
 pub mod daemon;
 mod exports;
 mod handle;

@@ -108,9 +108,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> io::Result
     if len > max {
         return Err(invalid("frame length exceeds the limit"));
     }
-    // Trusted peers (post-handshake) may send large frames: reserve up to
-    // 64 MiB at once, grow as bytes actually arrive.
-    let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
+    let mut body = crate::buffer::with_capacity(len as usize)?;
     let got = r.take(len).read_to_end(&mut body).await?;
     if (got as u64) < len {
         return Err(io::Error::new(
@@ -122,7 +120,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> io::Result
 }
 
 /// Blocking [`read_frame`], for a daemon's R thread.
-pub fn read_frame_blocking<R: std::io::Read>(mut r: R, max: u64) -> io::Result<Frame> {
+pub fn read_frame_blocking<R: std::io::Read>(r: R, max: u64) -> io::Result<Frame> {
+    let mut body = Vec::new();
+    let kind = read_frame_into(r, max, &mut body)?;
+    Ok(Frame { kind, body })
+}
+
+/// Read one frame's body into `body` (reusing its memory); returns the kind.
+pub fn read_frame_into<R: std::io::Read>(mut r: R, max: u64, body: &mut Vec<u8>) -> io::Result<u8> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header)?;
     let kind = header[0];
@@ -130,15 +135,16 @@ pub fn read_frame_blocking<R: std::io::Read>(mut r: R, max: u64) -> io::Result<F
     if len > max {
         return Err(invalid("frame length exceeds the limit"));
     }
-    let mut body = Vec::with_capacity(len.min(1 << 26) as usize);
-    let got = std::io::Read::take(r, len).read_to_end(&mut body)?;
+    body.clear();
+    crate::buffer::reserve(body, len as usize)?;
+    let got = std::io::Read::take(r, len).read_to_end(body)?;
     if (got as u64) < len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "truncated frame",
         ));
     }
-    Ok(Frame { kind, body })
+    Ok(kind)
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {

@@ -5,7 +5,7 @@
 use crate::rapi::*;
 use extendr_ffi::{
     R_NilValue, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t, R_outpstream_st,
-    R_outpstream_t, R_pstream_format_t, Rf_xlength, SEXP, SEXPTYPE, TYPEOF,
+    R_outpstream_t, R_pstream_format_t, Rf_xlength, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
 };
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
@@ -47,22 +47,31 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
     r.pos += n;
 }
 
-/// A rough size of `x` once serialized, to size the buffer once.
-unsafe fn size_hint(x: SEXP) -> usize {
+/// A rough size of `x` once serialized, looking into lists a few levels
+/// deep, so the buffer for a large vector (even inside a task's argument
+/// lists) is sized once instead of regrown by copying.
+unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
+    let n = Rf_xlength(x) as usize;
     let per = match TYPEOF(x) {
         SEXPTYPE::REALSXP => 8,
         SEXPTYPE::INTSXP | SEXPTYPE::LGLSXP => 4,
         SEXPTYPE::CPLXSXP => 16,
         SEXPTYPE::RAWSXP => 1,
+        SEXPTYPE::VECSXP if depth > 0 => {
+            return 64
+                + (0..n.min(64))
+                    .map(|i| size_hint(VECTOR_ELT(x, i as isize), depth - 1))
+                    .sum::<usize>();
+        }
         _ => 0,
     };
-    64 + per * Rf_xlength(x) as usize
+    64 + per * n
 }
 
 /// Append the serialization of `x` to `buf` (which may already hold a frame
 /// header). An R error during serialization is returned as its message.
 pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), String> {
-    unsafe { buf.reserve(size_hint(x)) };
+    crate::buffer::reserve(buf, unsafe { size_hint(x, 3) }).map_err(|e| e.to_string())?;
     let data = buf as *mut Vec<u8> as *mut c_void;
     r_protect(&mut || unsafe {
         let mut stream = MaybeUninit::<R_outpstream_st>::uninit();

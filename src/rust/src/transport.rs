@@ -8,6 +8,24 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
+/// Socket buffer size asked for on every connection: large messages then
+/// move in fewer, larger steps (the kernel caps it at its own maximum).
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
+
+fn enlarge_buffers(fd: RawFd) {
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &SOCKET_BUFFER as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// Any connected byte stream.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -75,11 +93,13 @@ impl Listener {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
                 let fd = s.as_raw_fd();
+                enlarge_buffers(fd);
                 Ok((Box::pin(s), Some(fd)))
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
                 let fd = s.as_raw_fd();
+                enlarge_buffers(fd);
                 Ok((Box::pin(s), Some(fd)))
             }
         }
@@ -140,6 +160,12 @@ impl io::Write for &SyncStream {
 
 /// Dial `url` with blocking sockets, giving up after `timeout`.
 pub fn dial_sync(url: &Url, timeout: std::time::Duration) -> io::Result<SyncStream> {
+    let s = dial_sync_raw(url, timeout)?;
+    enlarge_buffers(s.fd());
+    Ok(s)
+}
+
+fn dial_sync_raw(url: &Url, timeout: std::time::Duration) -> io::Result<SyncStream> {
     match url {
         Url::Tcp { host, port } => {
             use std::net::ToSocketAddrs;

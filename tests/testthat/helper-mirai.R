@@ -1,0 +1,113 @@
+# Shared helpers for the mirai test suite.
+
+# Poll `cond()` until it is TRUE or `timeout` seconds pass; returns whether
+# it became TRUE.
+wait_for <- function(cond, timeout = 10, interval = 0.02) {
+  deadline <- Sys.time() + timeout
+  repeat {
+    if (isTRUE(cond())) return(TRUE)
+    if (Sys.time() > deadline) return(FALSE)
+    Sys.sleep(interval)
+  }
+}
+
+# Whether a process with this pid exists (and is not a zombie).
+pid_alive <- function(pid) {
+  if (!dir.exists("/proc")) return(isTRUE(tools::pskill(pid, 0L)))
+  f <- sprintf("/proc/%d/stat", as.integer(pid))
+  if (!file.exists(f)) return(FALSE)
+  st <- tryCatch(readLines(f, warn = FALSE), error = function(e) "")
+  if (!length(st) || !nzchar(st[1L])) return(FALSE)
+  # field 3 (after the parenthesised command) is the state; Z = zombie
+  state <- sub("^.*\\) ([A-Za-z]).*$", "\\1", st[1L])
+  !identical(state, "Z")
+}
+
+# Connections of a profile.
+n_conn <- function(.compute = NULL) status(.compute = .compute)$connections
+
+# Wait until a profile has exactly `n` connections.
+wait_conn <- function(n, timeout = 10, .compute = NULL)
+  wait_for(function() n_conn(.compute) == n, timeout)
+
+rscript <- function() file.path(R.home("bin"), "Rscript")
+
+# Start an R subprocess running `code` (a character string) via processx.
+r_process <- function(code, env = NULL, stdout = "|", stderr = "|") {
+  skip_if_not_installed("processx")
+  processx::process$new(
+    rscript(), c("--vanilla", "-e", code),
+    stdout = stdout, stderr = stderr,
+    env = if (is.null(env)) NULL else c("current", env),
+    cleanup = TRUE, cleanup_tree = TRUE
+  )
+}
+
+# Read stdout lines of a processx process until `pred(lines)` holds or the
+# timeout passes; returns all lines read.
+read_lines_until <- function(p, pred, timeout = 20) {
+  lines <- character()
+  deadline <- Sys.time() + timeout
+  while (Sys.time() < deadline) {
+    p$poll_io(100)
+    lines <- c(lines, p$read_output_lines())
+    if (pred(lines)) break
+    if (!p$is_alive()) {
+      lines <- c(lines, p$read_output_lines())
+      break
+    }
+  }
+  lines
+}
+
+# Kill a processx process (and its tree) if still running.
+kill_process <- function(p) {
+  if (!is.null(p) && p$is_alive()) try(p$kill_tree(), silent = TRUE)
+  invisible()
+}
+
+# Host and port of a tcp:// URL.
+url_port <- function(url) as.integer(sub("^.*:([0-9]+)$", "\\1", url))
+url_host <- function(url) sub("^tcp://\\[?([^]]*?)\\]?:[0-9]+$", "\\1", url)
+
+# Whether a socket connection has been closed by the peer: reading from it
+# hits EOF (zero bytes) rather than blocking. Uses a non-blocking poll so
+# a still-open connection does not hang the test.
+peer_closed <- function(con, timeout = 5) {
+  wait_for(function() {
+    repeat {
+      r <- tryCatch(socketSelect(list(con), timeout = 0.1), error = function(e) TRUE)
+      if (!isTRUE(r)) return(FALSE)
+      got <- tryCatch(readBin(con, "raw", 1L), error = function(e) raw(0))
+      if (length(got) == 0L) return(TRUE)
+    }
+  }, timeout = timeout)
+}
+
+# A frame: kind byte, u64 LE length, body.
+u64_le <- function(n) {
+  out <- raw(8)
+  for (i in 1:8) {
+    out[i] <- as.raw(n %% 256)
+    n <- n %/% 256
+  }
+  out
+}
+frame_bytes <- function(kind, body) c(as.raw(kind), u64_le(length(body)), body)
+
+# Clean up all profiles a test may have set.
+reset_all <- function(profiles = c("default")) {
+  for (p in profiles) daemons(0, .compute = p)
+  invisible()
+}
+
+# A tcp URL on the loopback with a port that was free a moment ago.
+free_tcp_url <- function() {
+  daemons(url = "tcp://127.0.0.1:0", dispatcher = FALSE, .compute = "free-port-probe")
+  url <- status(.compute = "free-port-probe")$daemons
+  # work around a known race: a host closed right after it started
+  # listening may go on listening (see test-daemons.R)
+  Sys.sleep(0.2)
+  daemons(0, .compute = "free-port-probe")
+  url
+}
