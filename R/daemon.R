@@ -68,41 +68,80 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   invisible(.serve(conn, cleanup, idletime, walltime, maxtasks))
 }
 
-# The receive-evaluate-reply loop; returns the exit code.
+# The receive-evaluate-reply loop; returns the exit code. The handlers
+# that turn a failing task into an error value are set up once for the
+# whole loop rather than once per task (they cost more than a tiny task):
+# an error unwinds out of the loop, is answered, and the loop resumes.
 .serve <- function(conn, cleanup, idletime, walltime, maxtasks) {
-  snapshot <- if (cleanup) .snapshot()
-  started <- proc.time()[["elapsed"]]
-  done <- 0
+  s <- new.env(parent = emptyenv())
+  s$snapshot <- if (cleanup) .snapshot()
+  s$started <- proc.time()[["elapsed"]]
+  s$done <- 0
+  s$in_task <- FALSE
   repeat {
-    wait <- idletime
-    if (is.finite(walltime)) {
-      left <- walltime - 1000 * (proc.time()[["elapsed"]] - started)
-      if (left <= 0) return(2L)
-      wait <- min(wait, left)
-    }
-    msg <- .Call(wrap__daemon_recv, conn, if (is.finite(wait)) wait else -1)
-    if (is.integer(msg)) {
-      if (msg == 1L) return(if (wait < idletime) 2L else 1L)
-      if (msg == -1L) next
-      return(0L)
-    }
-    keep <- msg[[2L]] == 1L
-    value <- if (length(msg) == 5L) .mirai_error(simpleError(msg[[5L]]), list()) else
-      .eval_task(msg[[4L]], .GlobalEnv)
-    .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
-    if (cleanup) {
-      if (keep) snapshot <- .snapshot() else .restore(snapshot)
-    }
-    done <- done + 1
-    if (done >= maxtasks) return(3L)
+    s$trace <- NULL
+    out <- tryCatch(
+      .serve_tasks(conn, s, cleanup, idletime, walltime, maxtasks),
+      error = function(e) {
+        if (!s$in_task) stop(e)
+        if (identical(conditionCall(e), .task_call)) e$call <- NULL
+        .mirai_error(e, s$trace)
+      },
+      interrupt = function(cond) .mirai_interrupt()
+    )
+    if (!s$in_task) return(out)
+    s$in_task <- FALSE
+    code <- .reply(conn, s, out, cleanup, maxtasks)
+    if (!is.null(code)) return(code)
   }
 }
 
-# Evaluate one task: list(expr, globals, args, seed). `...` objects go to
-# `genv` (the global environment on a daemon), `.args` to a fresh local
-# environment. Errors and interrupts come back as values; the calling
-# handler records the stack before it unwinds.
-.eval_task <- function(task, genv) {
+.serve_tasks <- function(conn, s, cleanup, idletime, walltime, maxtasks) {
+  withCallingHandlers(
+    repeat {
+      wait <- idletime
+      if (is.finite(walltime)) {
+        left <- walltime - 1000 * (proc.time()[["elapsed"]] - s$started)
+        if (left <= 0) return(2L)
+        wait <- min(wait, left)
+      }
+      msg <- .Call(wrap__daemon_recv, conn, if (is.finite(wait)) wait else -1)
+      if (is.integer(msg)) {
+        if (msg == 1L) return(if (wait < idletime) 2L else 1L)
+        if (msg == -1L) next
+        return(0L)
+      }
+      s$msg <- msg
+      if (length(msg) == 5L) {
+        value <- .mirai_error(simpleError(msg[[5L]]), list())
+      } else {
+        s$in_task <- TRUE
+        value <- .eval_in(msg[[4L]], .GlobalEnv)
+        s$in_task <- FALSE
+      }
+      code <- .reply(conn, s, value, cleanup, maxtasks)
+      if (!is.null(code)) return(code)
+    },
+    error = function(e) if (s$in_task) s$trace <- .stack_trace()
+  )
+}
+
+# Send a task's value back, restore the daemon's state, count the task;
+# returns an exit code once `maxtasks` is reached.
+.reply <- function(conn, s, value, cleanup, maxtasks) {
+  msg <- s$msg
+  .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
+  if (cleanup) {
+    s$snapshot <- if (msg[[2L]] == 1L) .snapshot() else .restore(s$snapshot)
+  }
+  s$done <- s$done + 1
+  if (s$done >= maxtasks) 3L
+}
+
+# Set up and evaluate one task: list(expr, globals, args, seed). `...`
+# objects go to `genv` (the global environment on a daemon), `.args` to a
+# fresh local environment.
+.eval_in <- function(task, genv) {
   if (length(task[[2L]])) list2env(task[[2L]], envir = genv)
   env <- new.env(parent = genv)
   if (length(task[[3L]])) list2env(task[[3L]], envir = env)
@@ -110,9 +149,15 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
     if (RNGkind()[1L] != "L'Ecuyer-CMRG") RNGkind("L'Ecuyer-CMRG")
     assign(".Random.seed", task[[4L]], envir = .GlobalEnv)
   }
+  eval(task[[1L]], env)
+}
+
+# Evaluate one task with errors and interrupts returned as values (for
+# synchronous profiles; daemons handle these once around their loop).
+.eval_task <- function(task, genv) {
   trace <- NULL
   tryCatch(
-    withCallingHandlers(eval(task[[1L]], env), error = function(e) trace <<- .stack_trace()),
+    withCallingHandlers(.eval_in(task, genv), error = function(e) trace <<- .stack_trace()),
     error = function(e) {
       # an error raised at the top of the task has no call of its own
       if (identical(conditionCall(e), .task_call)) e$call <- NULL
@@ -146,6 +191,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   options = as.list(.Options)
 )
 
+# Returns the snapshot to compare against next time.
 .restore <- function(snapshot) {
   now <- names(.GlobalEnv)
   if (length(now) != length(snapshot$globals) || anyNA(match(now, snapshot$globals))) {
@@ -155,12 +201,15 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   if (length(search()) != length(snapshot$search)) {
     for (pkg in setdiff(search(), snapshot$search)) try(detach(pkg, character.only = TRUE), silent = TRUE)
   }
-  now <- as.list(.Options)
-  if (!identical(now, snapshot$options)) {
+  if (!.Call(wrap__options_unchanged, snapshot$options)) {
+    now <- as.list(.Options)
     added <- setdiff(names(now), names(snapshot$options))
     options(snapshot$options)
     if (length(added)) options(structure(vector("list", length(added)), names = added))
+    # the same options again, as objects the next check can compare
+    snapshot$options <- as.list(.Options)
   }
+  snapshot
 }
 
 .check_flag <- function(x, name) {

@@ -98,6 +98,24 @@ impl Aio {
     }
 }
 
+/// Results often arrive within microseconds, but waking a thread that
+/// went to sleep costs tens of microseconds (more on virtual machines,
+/// whose idle CPUs halt). So a waiter first checks for its result for this
+/// long, yielding the CPU to any other runnable thread in between.
+pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+
+/// Poll `done()` for up to [`SPIN_BEFORE_SLEEP`]; true once it holds.
+pub fn spin_until(done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + SPIN_BEFORE_SLEEP;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
 /// How many error completions there have been in this process.
 pub fn error_count() -> u64 {
     ERRORS.load(Ordering::SeqCst)

@@ -19,7 +19,7 @@ pub fn with_capacity(n: usize) -> io::Result<Vec<u8>> {
 pub fn reserve(v: &mut Vec<u8>, n: usize) -> io::Result<()> {
     v.try_reserve_exact(n)
         .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large for memory"))?;
-    if std::env::var_os("MIRAI_NO_HUGE").is_none() && v.capacity() >= HUGE_FROM {
+    if v.capacity() >= HUGE_FROM {
         advise_huge(v);
     }
     Ok(())

@@ -9,6 +9,7 @@
 //! - `AfterTask` (NA): R stops serving once the current task is done.
 //! - `Never` (FALSE): dial again and serve whichever host appears there.
 
+use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::*;
 use crate::transport::{dial_sync, SyncStream};
 use crate::url::Url;
@@ -73,6 +74,8 @@ pub struct Client {
     /// fault in fresh memory for each one.
     recv_buf: Mutex<Vec<u8>>,
     send_buf: Mutex<Vec<u8>>,
+    /// The last `recv` returned a task.
+    just_served: AtomicBool,
 }
 
 enum DialError {
@@ -102,6 +105,19 @@ fn connect_once(url: &Url) -> Result<SyncStream, DialError> {
 /// overrides it, so the tests can play a daemon of another version.
 fn advertised_version() -> String {
     std::env::var("MIRAI_ADVERTISED_VERSION").unwrap_or_else(|_| PACKAGE_VERSION.to_string())
+}
+
+/// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
+/// CPU in between; true if input arrived.
+fn spin_until_readable(fd: RawFd) -> bool {
+    let until = Instant::now() + SPIN_BEFORE_SLEEP;
+    while Instant::now() < until {
+        if poll_fd(fd, libc::POLLIN, Duration::ZERO) != 0 {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
 }
 
 /// Wait up to `timeout` for `fd` to have `events`; returns the revents.
@@ -185,6 +201,7 @@ impl Client {
             watch,
             recv_buf: Mutex::new(Vec::new()),
             send_buf: Mutex::new(Vec::new()),
+            just_served: AtomicBool::new(false),
         })
     }
 
@@ -210,8 +227,13 @@ impl Client {
             }
             let conn = self.conn.lock();
             let c = conn.as_ref().unwrap();
+            // Right after a task, the next one often follows within
+            // microseconds: look for it briefly before sleeping (see
+            // SPIN_BEFORE_SLEEP).
+            let ready = self.just_served.swap(false, Ordering::Relaxed)
+                && spin_until_readable(c.stream.fd());
             let left = deadline.saturating_duration_since(Instant::now());
-            if poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
+            if !ready && poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
                 return None;
             }
             let mut body = self.recv_buf.lock();
@@ -219,6 +241,7 @@ impl Client {
                 Ok(TASK) if body.len() >= ID_FLAGS_LEN => {
                     let id = u64::from_le_bytes(body[..8].try_into().unwrap());
                     self.set_busy(Some(c.stream.fd()));
+                    self.just_served.store(true, Ordering::Relaxed);
                     return Some(Incoming::Task {
                         id,
                         flags: body[8],

@@ -77,7 +77,10 @@ fn millis(ms: f64) -> Option<Duration> {
 }
 
 /// Wait until `done()`, answering Ctrl-C: false if interrupted.
-fn wait_until(done: impl Fn() -> bool) -> bool {
+fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
+    if aio::spin_until(done.clone()) {
+        return true;
+    }
     loop {
         let seen = aio::generation();
         if done() {
@@ -390,6 +393,13 @@ fn daemon_finish(c: Robj) -> Result<()> {
     Ok(())
 }
 
+/// Whether R's options are as in `snapshot` (`as.list(.Options)` taken
+/// earlier), by identity: a daemon's cheap check after each task.
+#[extendr]
+fn options_unchanged(snapshot: Robj) -> bool {
+    crate::cleanup::options_unchanged(unsafe { snapshot.get() })
+}
+
 /// Serialize and unserialize `x` through the stream API (for tests).
 #[extendr]
 fn serial_roundtrip(x: Robj) -> Result<Robj> {
@@ -434,5 +444,6 @@ extendr_module! {
     fn daemon_send;
     fn daemon_finish;
     fn serial_roundtrip;
+    fn options_unchanged;
     fn malloc_in_use;
 }

@@ -8,13 +8,14 @@
 //! - [`aio`]: pending results shared with the R thread
 //! - [`buffer`]: large message buffers
 //! - [`host`]: a compute profile's daemons without dispatcher
-//! - [`daemon`]: the daemon side of a connection
+//! - [`daemon`]: the daemon side of a connection; [`cleanup`]: its state checks
 //! - [`serial`]: R serialization into and out of Rust buffers
 //! - [`launch`]: starting daemon processes
 //! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 
 pub mod aio;
 mod buffer;
+mod cleanup;
 pub mod daemon;
 mod exports;
 mod handle;

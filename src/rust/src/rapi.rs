@@ -30,6 +30,7 @@ extern "C" {
     pub fn Rf_shallow_duplicate(x: SEXP) -> SEXP;
     pub fn SET_CLOENV(x: SEXP, v: SEXP);
     pub fn Rf_mkString(s: *const c_char) -> SEXP;
+    pub fn Rf_findVar(sym: SEXP, env: SEXP) -> SEXP;
     /// The message of the last R error.
     pub fn R_curErrorBuf() -> *const c_char;
     pub fn R_ToplevelExec(
