@@ -94,12 +94,11 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
 #' @export
 print.mirai_map <- function(x, ...) {
   n <- length(x)
-  done <- .Call(wrap__aio_count_resolved, lapply(x, .handle_or_false))
+  done <- .Call(wrap__aio_count_resolved, x)
   cat(sprintf("< mirai map [%d/%d] >\n", done, n), file = stdout())
   invisible(x)
 }
 
-.handle_or_false <- function(m) if (is_mirai(m)) .aio_of(m) %||% FALSE else FALSE
 
 #' @export
 `[.mirai_map` <- function(x, ...) {
@@ -154,14 +153,13 @@ print.mirai_map <- function(x, ...) {
 }
 
 .collect_map <- function(x, opts) {
-  handles <- lapply(x, .handle_or_false)
   # Rust flags errors only until R has taken a value: look at those first
   r <- if (opts$stop) .first_taken_error(x) else 0L
   bar <- if (!isFALSE(opts$progress) && !r) .progress_bar(length(x), opts$progress, environment())
   if (!r) repeat {
-    r <- .Call(wrap__aio_wait_map, handles, opts$stop, if (is.null(bar)) -1 else 100)
+    r <- .Call(wrap__aio_wait_map, x, opts$stop, if (is.null(bar)) -1 else 100)
     if (r == -2L) {
-      bar$update(.Call(wrap__aio_count_resolved, handles))
+      bar$update(.Call(wrap__aio_count_resolved, x))
       next
     }
     if (r == -1L) {

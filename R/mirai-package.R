@@ -47,12 +47,13 @@
   invokeRestart("abort")
 }
 
-# The active binding behind each mirai's `m$data`. Its body inlines `.Call`
-# and the routine, so inside a mirai (an environment with no parent) it
-# needs no search path; each mirai gets a copy enclosed by itself.
+# The active binding behind each pending mirai's `m$data`: it passes its
+# own frame (enclosed by the mirai) to the Rust core. The functions are
+# inlined in its body, so inside a mirai (an environment with no parent)
+# it needs no search path; each mirai gets a copy enclosed by itself.
 .onLoad <- function(libname, pkgname) {
   f <- function() NULL
-  body(f) <- as.call(list(.Call, wrap__aio_value, quote(.aio)))
+  body(f) <- as.call(list(.Call, wrap__mirai_data, as.call(list(environment))))
   environment(f) <- emptyenv()
   .Call(wrap__init_mirai_template, f)
 }

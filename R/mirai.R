@@ -47,8 +47,15 @@
 #' @export
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
-  expr <- .task_expr(substitute(.expr), parent.frame())
-  .submit(.make_task(expr, list(...), .args, .timeout), .timeout, .compute)
+  expr <- substitute(.expr)
+  if (is.symbol(expr) || is.call(expr) && identical(expr[[1L]], quote(quote)))
+    expr <- .task_expr(expr, parent.frame())
+  task <- .make_task(expr, list(...), .args, .timeout)
+  # the common case inline: daemons set, no timeout or per-task seed
+  profile <- ..[[if (is.null(.compute)) .state$default_profile else .profile_name(.compute)]]
+  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout))
+    return(.submit(task, .timeout, .compute))
+  invisible(.Call(wrap__host_submit, profile$host, task, -1))
 }
 
 #' @rdname mirai
@@ -58,8 +65,15 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
 #' @export
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
-  expr <- .task_expr(substitute(.expr), parent.frame())
-  .submit(.make_task(expr, list(...), .args, .timeout), .timeout, .compute)
+  expr <- substitute(.expr)
+  if (is.symbol(expr) || is.call(expr) && identical(expr[[1L]], quote(quote)))
+    expr <- .task_expr(expr, parent.frame())
+  task <- .make_task(expr, list(...), .args, .timeout)
+  # the common case inline: daemons set, no timeout or per-task seed
+  profile <- ..[[if (is.null(.compute)) .state$default_profile else .profile_name(.compute)]]
+  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout))
+    return(.submit(task, .timeout, .compute))
+  invisible(.Call(wrap__host_submit, profile$host, task, -1))
 }
 
 # The expression to evaluate: a symbol bound to a language object (or a
@@ -110,8 +124,9 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   invisible(.Call(wrap__host_submit, profile$host, task, timeout))
 }
 
-# A mirai is an environment built by the Rust core: `.aio` (the handle) and
-# an active binding `data` that reads it (see .onLoad).
+# A mirai is an environment built by the Rust core, with an active binding
+# `data` (see .onLoad) that becomes a plain binding once it resolves. The
+# Rust core finds a mirai's state by its "id" attribute.
 
 .resolved_mirai <- function(value) {
   env <- new.env(hash = FALSE, parent = emptyenv())
@@ -122,7 +137,6 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   env
 }
 
-.aio_of <- function(x) .subset2(x, ".aio")
 
 #' @export
 `[.mirai` <- function(x, i) {
@@ -162,12 +176,9 @@ print.mirai <- function(x, ...) {
 #' @export
 call_mirai <- function(x) {
   if (is_mirai(x)) {
-    aio <- .aio_of(x)
-    if (!is.null(aio) && !.Call(wrap__aio_wait, aio)) .interrupt()
+    if (!.Call(wrap__aio_wait, x)) .interrupt()
   } else if (is.list(x)) {
-    aios <- lapply(x, function(m) if (is_mirai(m)) .aio_of(m))
-    aios <- aios[!vapply(aios, is.null, logical(1L))]
-    if (length(aios) && .Call(wrap__aio_wait_map, aios, FALSE, -1) < 0L) .interrupt()
+    if (length(x) && .Call(wrap__aio_wait_map, x, FALSE, -1) < 0L) .interrupt()
   }
   invisible(x)
 }
@@ -198,10 +209,7 @@ collect_mirai <- function(x, options = NULL) {
 #' }
 #' @export
 unresolved <- function(x) {
-  if (is_mirai(x)) {
-    aio <- .aio_of(x)
-    return(!is.null(aio) && .Call(wrap__aio_unresolved, aio))
-  }
+  if (is_mirai(x)) return(.Call(wrap__aio_unresolved, x))
   if (inherits(x, "unresolvedValue")) return(TRUE)
   if (is.list(x) && !is.object(x) || is_mirai_map(x)) {
     for (m in x) if (unresolved(m)) return(TRUE)
@@ -230,8 +238,7 @@ race_mirai <- function(x, .compute = NULL) {
   if (is_mirai(x)) x <- list(x)
   if (!is.list(x)) stop("`x` must be a list of mirai", call. = FALSE)
   if (!length(x)) return(0L)
-  handles <- lapply(x, function(m) if (is_mirai(m)) .aio_of(m) else FALSE)
-  i <- .Call(wrap__aio_race, handles)
+  i <- .Call(wrap__aio_race, x)
   if (i < 0L) .interrupt()
   i
 }
@@ -254,10 +261,7 @@ race_mirai <- function(x, .compute = NULL) {
 #' }
 #' @export
 stop_mirai <- function(x) {
-  if (is_mirai(x)) {
-    aio <- .aio_of(x)
-    return(invisible(!is.null(aio) && .Call(wrap__aio_cancel, aio)))
-  }
+  if (is_mirai(x)) return(invisible(.Call(wrap__aio_cancel, x)))
   if (!is.list(x)) stop("`x` must be a mirai or a list of mirai", call. = FALSE)
   x <- unclass(x)
   # last first, so no queued task starts while the earlier ones are cancelled

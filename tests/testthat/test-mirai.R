@@ -356,3 +356,19 @@ test_that("an ephemeral mirai can be stopped", {
   expect_identical(unclass(m$data), 20L)
   expect_false(stop_mirai(m))
 })
+
+test_that("a resolved mirai holds its value in a plain binding, even one nobody reads", {
+  daemons(1, dispatcher = FALSE)
+  on.exit(daemons(0))
+  m <- mirai(21L * 2L)
+  expect_true(bindingIsActive("data", m))
+  dropped <- lapply(1:50, function(i) mirai(i))
+  call_mirai(m)
+  expect_identical(m$data, 42L)
+  expect_false(bindingIsActive("data", m))
+  expect_identical(.subset2(m, "data"), 42L)
+  # mirai the session no longer refers to are collected at the next call
+  # and their values read back correctly where still referenced
+  expect_identical(unlist(collect_mirai(dropped)), 1:50)
+  expect_false(any(vapply(dropped, function(d) bindingIsActive("data", d), logical(1L))))
+})

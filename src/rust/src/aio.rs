@@ -7,7 +7,7 @@
 //! at a few bytes per task.
 
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,10 @@ pub const ERR_CANCELED: i32 = 20;
 #[derive(Debug)]
 pub enum Outcome {
     Pending,
-    /// A serialized R value (from the given offset on), to be unserialized
-    /// on the R thread. The offset skips the frame's header without a copy;
-    /// the flag tells whether the value is an evaluation error.
-    Value(Vec<u8>, usize, bool),
+    /// A RESULT body (task id and flags, then the serialized R value, to
+    /// be unserialized on the R thread), and whether the value is an
+    /// evaluation error.
+    Value(Box<[u8]>, bool),
     /// An errorValue code.
     Error(i32),
     /// The value has been handed to R (which caches it).
@@ -33,11 +33,20 @@ pub enum Outcome {
 
 #[derive(Debug)]
 pub struct Aio {
-    pub id: u64,
+    /// The task id, 1 to `i32::MAX` (R's integer range), wrapping around.
+    pub id: u32,
     outcome: Mutex<Outcome>,
+    /// Where R keeps this aio's mirai until it resolves (see
+    /// `mirai_object`), or [`NO_SLOT`].
+    slot: AtomicU32,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Slots of mirai whose aio has completed, for R's thread to collect.
+static COLLECT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Generation counter bumped on every completion, and the condvar waiters
 /// sleep on.
@@ -50,8 +59,9 @@ static ERRORS: AtomicU64 = AtomicU64::new(0);
 impl Aio {
     pub fn new() -> Arc<Aio> {
         Arc::new(Aio {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed) % i32::MAX as u32 + 1,
             outcome: Mutex::new(Outcome::Pending),
+            slot: AtomicU32::new(NO_SLOT),
         })
     }
 
@@ -63,14 +73,27 @@ impl Aio {
             if !matches!(*o, Outcome::Pending) {
                 return false;
             }
-            if matches!(outcome, Outcome::Error(_) | Outcome::Value(_, _, true)) {
+            if matches!(outcome, Outcome::Error(_) | Outcome::Value(_, true)) {
                 ERRORS.fetch_add(1, Ordering::SeqCst);
             }
             *o = outcome;
         }
+        let slot = self.slot.load(Ordering::SeqCst);
+        if slot != NO_SLOT {
+            COLLECT.lock().push(slot);
+        }
         *COMPLETIONS.lock() += 1;
         COMPLETED.notify_all();
         true
+    }
+
+    /// Record where R keeps this aio's mirai. If it has already completed,
+    /// queue it for collection now (collecting twice is harmless).
+    pub fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::SeqCst);
+        if !self.is_pending() {
+            COLLECT.lock().push(slot);
+        }
     }
 
     pub fn is_pending(&self) -> bool {
@@ -82,7 +105,7 @@ impl Aio {
     pub fn is_error(&self) -> bool {
         matches!(
             *self.outcome.lock(),
-            Outcome::Error(_) | Outcome::Value(_, _, true)
+            Outcome::Error(_) | Outcome::Value(_, true)
         )
     }
 
@@ -116,6 +139,11 @@ pub fn spin_until(done: impl Fn() -> bool) -> bool {
     false
 }
 
+/// Take the slots of the mirai completed since the last call.
+pub fn take_completed() -> Vec<u32> {
+    std::mem::take(&mut *COLLECT.lock())
+}
+
 /// How many error completions there have been in this process.
 pub fn error_count() -> u64 {
     ERRORS.load(Ordering::SeqCst)
@@ -147,7 +175,7 @@ mod tests {
         let a = Aio::new();
         assert!(a.is_pending());
         assert!(a.complete(Outcome::Error(ERR_CANCELED)));
-        assert!(!a.complete(Outcome::Value(vec![1], 0, false)));
+        assert!(!a.complete(Outcome::Value(Box::new([1]), false)));
         assert!(matches!(a.take(), Outcome::Error(ERR_CANCELED)));
         assert!(matches!(a.take(), Outcome::Taken));
     }
@@ -158,7 +186,7 @@ mod tests {
         let b = a.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            b.complete(Outcome::Value(vec![7], 0, false));
+            b.complete(Outcome::Value(Box::new([7]), false));
         });
         let start = Instant::now();
         loop {
@@ -170,7 +198,7 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(4));
         t.join().unwrap();
-        assert!(matches!(a.take(), Outcome::Value(v, 0, false) if v == vec![7]));
+        assert!(matches!(a.take(), Outcome::Value(v, false) if *v == [7]));
         assert!(matches!(a.take(), Outcome::Taken));
     }
 }

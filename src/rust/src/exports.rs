@@ -2,17 +2,17 @@
 //! arguments, calls into the core, and converts back; all R <-> bytes work
 //! happens here, on R's main thread.
 
-use crate::aio::{self, Aio, Outcome, ERR_CANCELED, ERR_PROTOCOL};
+use crate::aio::{self, Aio, Outcome, ERR_CANCELED};
 use crate::daemon::{AutoExit, Client, Incoming};
 use crate::handle::{get_handle, new_handle, Tagged};
 use crate::host::{task_frame, Host, Task};
 use crate::launch;
-use crate::mirai_object::{new_mirai, set_binding_template};
+use crate::mirai_object;
 use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, RESULT};
 use crate::rapi::user_interrupted;
 use crate::serial;
 use extendr_api::prelude::*;
-use extendr_ffi::{R_ExternalPtrProtected, R_SetExternalPtrProtected, SEXP};
+use extendr_ffi::SEXP;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +29,6 @@ impl Drop for HostHandle {
     }
 }
 
-impl Tagged for Aio {
-    const TAG: &'static std::ffi::CStr = c"mirai_aio";
-}
-
 impl Tagged for Client {
     const TAG: &'static std::ffi::CStr = c"mirai_daemon_connection";
 }
@@ -41,14 +37,14 @@ fn host(h: &Robj) -> Result<&Arc<Host>> {
     Ok(&get_handle::<HostHandle>(unsafe { h.get() })?.0)
 }
 
-fn aio_of(a: &Robj) -> Result<&Aio> {
-    Ok(get_handle::<Aio>(unsafe { a.get() })?)
+/// The aio of a mirai not yet collected; `None` once it has resolved (or
+/// for anything that is not a pending mirai).
+fn aio_in(m: &Robj) -> Option<Arc<Aio>> {
+    mirai_object::aio_of(unsafe { m.get() })
 }
 
-/// The aio of a list element, if it is one. The list (protected by R for
-/// the whole call) keeps the handle, and so the aio, alive.
-fn aio_in<'a>(a: &Robj) -> Option<&'a Aio> {
-    get_handle::<Aio>(unsafe { a.get() }).ok()
+fn resolved(a: Option<&Arc<Aio>>) -> bool {
+    a.is_none_or(|a| !a.is_pending())
 }
 
 fn client(c: &Robj) -> Result<&Client> {
@@ -57,12 +53,6 @@ fn client(c: &Robj) -> Result<&Client> {
 
 fn robj(x: SEXP) -> Robj {
     Robj::from_sexp(x)
-}
-
-fn error_value(code: i32) -> Robj {
-    let mut r = Robj::from(code);
-    r.set_class(&["errorValue"]).unwrap();
-    r
 }
 
 fn unresolved_value() -> Robj {
@@ -109,9 +99,7 @@ fn host_url(h: Robj) -> Result<String> {
 
 /// A mirai object for `aio`.
 fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
-    let id = (aio.id & 0x7fff_ffff) as i32;
-    let handle = robj(new_handle(aio));
-    Ok(robj(new_mirai(unsafe { handle.get() }, id)?))
+    Ok(robj(mirai_object::new_mirai(aio)?))
 }
 
 /// Package start-up (from .onLoad): set the closure each mirai's `data`
@@ -121,13 +109,14 @@ fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
 /// the console.
 #[extendr]
 fn init_mirai_template(f: Robj) {
-    set_binding_template(unsafe { f.get() });
+    mirai_object::init(unsafe { f.get() });
     std::panic::set_hook(Box::new(|_| {}));
 }
 
 /// Serialize `payload` into a task frame and queue it; returns the mirai.
 #[extendr]
 fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
+    mirai_object::collect();
     let host = host(&h)?;
     let aio = Aio::new();
     let frame = serial::with_scratch(|buf| {
@@ -204,35 +193,33 @@ fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Resul
 
 // ---- aios ----------------------------------------------------------------
 
-/// The value of a mirai: `unresolved` while pending, then the result,
-/// unserialized once and cached in the handle.
+/// The body of a pending mirai's `data` binding, given the binding's own
+/// evaluation frame (whose enclosure is the mirai): collects completed
+/// mirai first, so this one's value is there if it has arrived.
 #[extendr]
-fn aio_value(a: Robj) -> Result<Robj> {
-    let aio = aio_of(&a)?;
-    let x = unsafe { a.get() };
-    let value = match aio.take() {
-        Outcome::Pending => return Ok(unresolved_value()),
-        Outcome::Taken => return Ok(robj(unsafe { R_ExternalPtrProtected(x) })),
-        Outcome::Error(code) => error_value(code),
-        Outcome::Value(bytes, start, _) => match serial::unserialize(&bytes[start..]) {
-            Ok(v) => robj(v),
-            Err(_) => error_value(ERR_PROTOCOL),
-        },
-    };
-    unsafe { R_SetExternalPtrProtected(x, value.get()) };
-    Ok(value)
+fn mirai_data(frame: Robj) -> Robj {
+    mirai_object::collect();
+    let m = unsafe { crate::rapi::ENCLOS(frame.get()) };
+    match mirai_object::aio_of(m) {
+        Some(_) => unresolved_value(),
+        // collected: `data` is now a plain binding
+        None => robj(unsafe {
+            crate::rapi::Rf_findVarInFrame(m, extendr_ffi::Rf_install(c"data".as_ptr()))
+        }),
+    }
 }
 
 #[extendr]
-fn aio_unresolved(a: Robj) -> Result<bool> {
-    Ok(aio_of(&a)?.is_pending())
+fn aio_unresolved(m: Robj) -> bool {
+    mirai_object::collect();
+    !resolved(aio_in(&m).as_ref())
 }
 
 /// Wait for one aio: false if interrupted.
 #[extendr]
-fn aio_wait(a: Robj) -> Result<bool> {
-    let aio = aio_of(&a)?;
-    Ok(wait_until(|| !aio.is_pending()))
+fn aio_wait(m: Robj) -> bool {
+    let aio = aio_in(&m);
+    wait_until(|| resolved(aio.as_ref()))
 }
 
 /// Wait for every aio in a list (a map), in order. Returns 0 once all are
@@ -241,8 +228,8 @@ fn aio_wait(a: Robj) -> Result<bool> {
 /// passes first (so R can update a progress bar and call again).
 #[extendr]
 fn aio_wait_map(list: List, stop: bool, tick_ms: f64) -> Result<i32> {
-    let aios: Vec<Option<&Aio>> = list.iter().map(|(_, a)| aio_in(&a)).collect();
-    let pending = |i: usize| aios[i].as_ref().is_some_and(|a| a.is_pending());
+    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, m)| aio_in(&m)).collect();
+    let pending = |i: usize| !resolved(aios[i].as_ref());
     let first_error = || {
         aios.iter()
             .position(|a| a.as_ref().is_some_and(|a| a.is_error()))
@@ -284,7 +271,7 @@ fn aio_wait_map(list: List, stop: bool, tick_ms: f64) -> Result<i32> {
 #[extendr]
 fn aio_count_resolved(list: List) -> i32 {
     list.iter()
-        .filter(|(_, a)| aio_of(a).map_or(true, |a| !a.is_pending()))
+        .filter(|(_, m)| resolved(aio_in(m).as_ref()))
         .count() as i32
 }
 
@@ -296,11 +283,8 @@ fn aio_race(list: List) -> Result<i32> {
     if list.is_empty() {
         return Ok(0);
     }
-    let aios: Vec<Option<&Aio>> = list.iter().map(|(_, a)| aio_in(&a)).collect();
-    let first = || {
-        aios.iter()
-            .position(|a| a.as_ref().is_none_or(|a| !a.is_pending()))
-    };
+    let aios: Vec<Option<Arc<Aio>>> = list.iter().map(|(_, m)| aio_in(&m)).collect();
+    let first = || aios.iter().position(|a| resolved(a.as_ref()));
     if !wait_until(|| first().is_some()) {
         return Ok(-1);
     }
@@ -309,8 +293,8 @@ fn aio_race(list: List) -> Result<i32> {
 
 /// Resolve a pending aio to errorValue 20: true if it was still pending.
 #[extendr]
-fn aio_cancel(a: Robj) -> Result<bool> {
-    Ok(aio_of(&a)?.complete(Outcome::Error(ERR_CANCELED)))
+fn aio_cancel(m: Robj) -> bool {
+    aio_in(&m).is_some_and(|a| a.complete(Outcome::Error(ERR_CANCELED)))
 }
 
 // ---- daemons -------------------------------------------------------------
@@ -432,7 +416,7 @@ extendr_module! {
     fn host_wait;
     fn host_close;
     fn host_launch;
-    fn aio_value;
+    fn mirai_data;
     fn aio_unresolved;
     fn aio_wait;
     fn aio_wait_map;

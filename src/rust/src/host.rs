@@ -37,7 +37,7 @@ pub struct Task {
 /// seals with [`finish_frame`].
 pub fn task_frame(aio: &Aio, flags: u8, capacity: usize) -> Vec<u8> {
     let mut f = begin_frame(TASK, ID_FLAGS_LEN + capacity);
-    f.extend_from_slice(&aio.id.to_le_bytes());
+    f.extend_from_slice(&(aio.id as u64).to_le_bytes());
     f.push(flags);
     f
 }
@@ -181,7 +181,7 @@ impl Host {
         for link in st.links.iter_mut() {
             let aio = Aio::new();
             if link.send(frame_for(&aio)) {
-                link.inflight.insert(aio.id, aio.clone());
+                link.inflight.insert(aio.id as u64, aio.clone());
                 aios.push(aio);
             }
         }
@@ -315,7 +315,7 @@ impl Host {
         };
         if let Some(aio) = aio {
             let error = body[8] & FLAG_ERROR != 0;
-            aio.complete(Outcome::Value(body, ID_FLAGS_LEN, error));
+            aio.complete(Outcome::Value(body.into_boxed_slice(), error));
         }
         if self.ephemeral {
             self.close(false);
@@ -337,7 +337,7 @@ fn assign(st: &mut State, task: Task) {
     st.next = st.next.wrapping_add(1);
     let link = &mut st.links[i];
     if link.send(task.frame) {
-        link.inflight.insert(task.aio.id, task.aio);
+        link.inflight.insert(task.aio.id as u64, task.aio);
     } else {
         task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
     }

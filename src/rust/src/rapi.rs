@@ -31,6 +31,9 @@ extern "C" {
     pub fn SET_CLOENV(x: SEXP, v: SEXP);
     pub fn Rf_mkString(s: *const c_char) -> SEXP;
     pub fn Rf_findVar(sym: SEXP, env: SEXP) -> SEXP;
+    pub fn R_removeVarFromFrame(sym: SEXP, env: SEXP);
+    pub fn Rf_findVarInFrame(env: SEXP, sym: SEXP) -> SEXP;
+    pub fn ENCLOS(env: SEXP) -> SEXP;
     /// The message of the last R error.
     pub fn R_curErrorBuf() -> *const c_char;
     pub fn R_ToplevelExec(

@@ -143,11 +143,11 @@ fn hostile_peers_are_dropped_while_tasks_run() {
     // none of it became a daemon, and the real one kept working
     assert_eq!(host.connections(), 1);
     wait(&running);
-    assert!(matches!(running.take(), Outcome::Value(v, s, _) if &v[s..] == b"running"));
+    assert!(matches!(running.take(), Outcome::Value(v, _) if &v[ID_FLAGS_LEN..] == b"running"));
     for i in 0..4u8 {
         let a = submit(&host, &[i]);
         wait(&a);
-        assert!(matches!(a.take(), Outcome::Value(v, s, _) if v[s..] == [i]));
+        assert!(matches!(a.take(), Outcome::Value(v, _) if v[ID_FLAGS_LEN..] == [i]));
     }
     daemon.join().unwrap();
 }

@@ -82,8 +82,8 @@ fn tasks_round_trip_through_a_simulated_daemon() {
         let aio = submit(&host, format!("payload {i}").as_bytes());
         wait(&aio);
         match aio.take() {
-            Outcome::Value(v, start, false) => {
-                assert_eq!(&v[start..], format!("payload {i}").as_bytes())
+            Outcome::Value(v, false) => {
+                assert_eq!(&v[ID_FLAGS_LEN..], format!("payload {i}").as_bytes())
             }
             other => panic!("unexpected {other:?}"),
         }
