@@ -362,7 +362,7 @@ test_that("a resolved mirai holds its value in a plain binding, even one nobody 
   on.exit(daemons(0))
   m <- mirai(21L * 2L)
   expect_true(bindingIsActive("data", m))
-  dropped <- lapply(1:50, function(i) mirai(i))
+  dropped <- lapply(1:50, function(i) mirai(i, i = i))
   call_mirai(m)
   expect_identical(m$data, 42L)
   expect_false(bindingIsActive("data", m))
