@@ -171,7 +171,6 @@ with.miraiDaemons <- function(data, expr, ...) {
 #' key statistics as a named integer vector. `daemons_set()` tells whether
 #' daemons are set; `require_daemons()` errors if not.
 #'
-#' @inheritParams mirai
 #' @param .compute character compute profile name (`NULL` for the
 #'   default), or a 'miraiCluster'.
 #'

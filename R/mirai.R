@@ -64,16 +64,10 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
 #'   is full. Without a memory budget it always submits.
 #' @export
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
-  if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
-  expr <- substitute(.expr)
-  if (is.symbol(expr) || is.call(expr) && identical(expr[[1L]], quote(quote)))
-    expr <- .task_expr(expr, parent.frame())
-  task <- .make_task(expr, list(...), .args, .timeout)
-  # the common case inline: daemons set, no timeout or per-task seed
-  profile <- ..[[if (is.null(.compute)) .state$default_profile else .profile_name(.compute)]]
-  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout))
-    return(.submit(task, .timeout, .compute))
-  invisible(.Call(wrap__host_submit, profile$host, task, -1))
+  # no memory budget without a dispatcher: always submits, as mirai() does
+  call <- match.call()
+  call[[1L]] <- mirai
+  eval(call, parent.frame())
 }
 
 # The expression to evaluate: a symbol bound to a language object (or a

@@ -1,17 +1,15 @@
 //! Malformed or hostile bytes on a host's listening socket: the peer is
 //! dropped and counted as refused, the host and its daemons carry on.
 
-use mirai::aio::{self, Aio, Outcome};
-use mirai::host::{task_frame, Host, Task};
+mod common;
+
+use common::{port_of, submit, wait};
+use mirai::aio::Outcome;
+use mirai::host::Host;
 use mirai::protocol::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().unwrap().parse().unwrap()
-}
 
 fn connect(host: &Host) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port_of(host.url()))).unwrap();
@@ -59,33 +57,6 @@ fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
             s.write_all(&frame(RESULT, &f.body)).unwrap();
         }
     })
-}
-
-fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
-    let aio = Aio::new();
-    let mut f = task_frame(&aio, 0, payload.len());
-    f.extend_from_slice(payload);
-    finish_frame(&mut f);
-    host.submit(
-        Task {
-            aio: aio.clone(),
-            frame: f,
-        },
-        None,
-    );
-    aio
-}
-
-fn wait(aio: &Aio) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let g = aio::generation();
-        if !aio.is_pending() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "task did not complete");
-        aio::wait_for_completion(g, Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -1,17 +1,15 @@
 //! The host without dispatcher, driven by simulated daemons (plain blocking
 //! sockets speaking the protocol), with no R involved.
 
-use mirai::aio::{self, Aio, Outcome, ERR_CONNECTION_RESET};
-use mirai::host::{task_frame, Host, Task};
+mod common;
+
+use common::{port_of, submit, wait};
+use mirai::aio::{Outcome, ERR_CONNECTION_RESET};
+use mirai::host::Host;
 use mirai::protocol::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().unwrap().parse().unwrap()
-}
 
 /// Connect and complete the handshake like a daemon would.
 fn simulated_daemon(url: &str) -> TcpStream {
@@ -36,31 +34,6 @@ fn echo(mut s: TcpStream, n: usize) {
         body[8] = 0; // result flags
         s.write_all(&frame(RESULT, &body)).unwrap();
     }
-}
-
-fn wait(aio: &Aio) {
-    loop {
-        let g = aio::generation();
-        if !aio.is_pending() {
-            return;
-        }
-        aio::wait_for_completion(g, Duration::from_millis(100));
-    }
-}
-
-fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
-    let aio = Aio::new();
-    let mut f = task_frame(&aio, 0, payload.len());
-    f.extend_from_slice(payload);
-    finish_frame(&mut f);
-    host.submit(
-        Task {
-            aio: aio.clone(),
-            frame: f,
-        },
-        None,
-    );
-    aio
 }
 
 fn connected(host: &Host, n: usize) {

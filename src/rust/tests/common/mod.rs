@@ -1,0 +1,41 @@
+//! Helpers shared by the host tests: submitting raw tasks and waiting for
+//! them the way the R thread does, without R.
+
+use mirai::aio::{self, Aio};
+use mirai::host::{task_frame, Host, Task};
+use mirai::protocol::finish_frame;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Queue a task whose payload is `payload`.
+pub fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
+    let aio = Aio::new();
+    let mut f = task_frame(&aio, 0, payload.len());
+    f.extend_from_slice(payload);
+    finish_frame(&mut f);
+    host.submit(
+        Task {
+            aio: aio.clone(),
+            frame: f,
+        },
+        None,
+    );
+    aio
+}
+
+/// Wait for `aio` to complete, failing the test after 10 seconds.
+pub fn wait(aio: &Aio) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = aio::generation();
+        if !aio.is_pending() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "task did not complete");
+        aio::wait_for_completion(g, Duration::from_millis(100));
+    }
+}
