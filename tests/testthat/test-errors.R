@@ -162,3 +162,17 @@ test_that("an error value returned (not raised) by a task is just a value", {
   expect_s3_class(tr, "try-error")
   expect_false(is_error_value(tr))
 })
+
+test_that("R serialization through the Rust stream buffers round-trips objects exactly", {
+  roundtrip <- function(x) .Call(mirai:::wrap__serial_roundtrip, x)
+  objs <- list(
+    1:10, seq_len(1e6), runif(1e5), c(a = "x", b = NA), list(1, "a", NULL, list(TRUE)),
+    data.frame(a = 1:3, b = letters[1:3]), factor(c("u", "v")), as.raw(0:255),
+    complex(real = 1, imaginary = -1), quote(f(x, y = 2)), function(x) x + 1,
+    structure(list(), class = "custom"), NA_character_, -Inf
+  )
+  for (o in objs) expect_identical(roundtrip(o), o)
+  e <- new.env()
+  e$v <- 42
+  expect_identical(roundtrip(e)$v, 42)
+})

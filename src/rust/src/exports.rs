@@ -392,19 +392,6 @@ fn serial_roundtrip(x: Robj) -> Result<Robj> {
     Ok(robj(serial::unserialize(&buf)?))
 }
 
-/// Bytes currently allocated through malloc in this process (R's heap
-/// pages included), for memory benchmarks.
-#[extendr]
-fn malloc_in_use() -> Robj {
-    let m = unsafe { libc::mallinfo2() };
-    r!([
-        m.uordblks as f64,
-        m.fordblks as f64,
-        m.hblkhd as f64,
-        m.arena as f64
-    ])
-}
-
 extendr_module! {
     mod exports;
     fn init_mirai_template;
@@ -429,5 +416,4 @@ extendr_module! {
     fn daemon_finish;
     fn serial_roundtrip;
     fn options_unchanged;
-    fn malloc_in_use;
 }
