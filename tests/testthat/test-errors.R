@@ -168,10 +168,14 @@ test_that("R serialization through the Rust stream buffers round-trips objects e
   objs <- list(
     1:10, seq_len(1e6), runif(1e5), c(a = "x", b = NA), list(1, "a", NULL, list(TRUE)),
     data.frame(a = 1:3, b = letters[1:3]), factor(c("u", "v")), as.raw(0:255),
-    complex(real = 1, imaginary = -1), quote(f(x, y = 2)), function(x) x + 1,
+    complex(real = 1, imaginary = -1), quote(f(x, y = 2)),
     structure(list(), class = "custom"), NA_character_, -Inf
   )
   for (o in objs) expect_identical(roundtrip(o), o)
+  # a closure comes back with a copy of its enclosing environment
+  k <- 1
+  f <- function(x) x + k
+  expect_identical(roundtrip(f)(1), 2)
   e <- new.env()
   e$v <- 42
   expect_identical(roundtrip(e)$v, 42)
