@@ -146,12 +146,13 @@ test_that("collect_mirai() takes map options as a character vector or a named li
                    list(1, 4, 9))
   expect_identical(suppressMessages(collect_mirai(mp, options = list(.stop = TRUE, .progress = list(name = "Mapping")))),
                    list(1, 4, 9))
-  bad <- mirai_map(1:3, function(x) if (x == 2) stop("nope") else x)
-  expect_error(collect_mirai(bad, options = ".stop"), "In index 2:\nnope", fixed = TRUE)
-  expect_error(suppressMessages(collect_mirai(bad, options = c(".stop", ".progress"))), "In index 2:", fixed = TRUE)
-  expect_error(collect_mirai(bad, options = list(.stop = TRUE)), "In index 2:", fixed = TRUE)
+  # a fresh map each time: collecting with .stop cancels what is unfinished
+  bad <- function() mirai_map(1:3, function(x) if (x == 2) stop("nope") else x)
+  expect_error(collect_mirai(bad(), options = ".stop"), "In index 2:\nnope", fixed = TRUE)
+  expect_error(suppressMessages(collect_mirai(bad(), options = c(".stop", ".progress"))), "In index 2:", fixed = TRUE)
+  expect_error(collect_mirai(bad(), options = list(.stop = TRUE)), "In index 2:", fixed = TRUE)
   # without .stop the error is a value
-  expect_true(is_mirai_error(collect_mirai(bad, options = list(.stop = FALSE))[[2]]))
+  expect_true(is_mirai_error(collect_mirai(bad(), options = list(.stop = FALSE))[[2]]))
   # and call_mirai() waits for a map
   mp2 <- mirai_map(1:2, function(x) {
     Sys.sleep(0.2)
