@@ -111,3 +111,15 @@ free_tcp_url <- function() {
   daemons(0, .compute = "free-port-probe")
   url
 }
+
+# Give R processes started until `frame` exits a user profile running `code`
+# (daemons are R processes: this makes them slow, or fail, at start-up).
+local_r_profile <- function(code, frame = parent.frame()) {
+  profile <- tempfile(fileext = ".R")
+  writeLines(code, profile)
+  old <- Sys.getenv("R_PROFILE_USER", unset = NA)
+  Sys.setenv(R_PROFILE_USER = profile)
+  restore <- function() if (is.na(old)) Sys.unsetenv("R_PROFILE_USER") else Sys.setenv(R_PROFILE_USER = old)
+  do.call(on.exit, list(as.call(list(restore)), add = TRUE), envir = frame)
+  invisible(profile)
+}

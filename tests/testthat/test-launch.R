@@ -68,11 +68,7 @@ test_that("remote_config() and launch_remote() argument errors", {
 })
 
 test_that("daemons() reports progress while daemons are slow to connect", {
-  profile <- tempfile(fileext = ".R")
-  writeLines("Sys.sleep(2.5)", profile)
-  old <- Sys.getenv("R_PROFILE_USER", unset = NA)
-  Sys.setenv(R_PROFILE_USER = profile)
-  on.exit(if (is.na(old)) Sys.unsetenv("R_PROFILE_USER") else Sys.setenv(R_PROFILE_USER = old))
+  local_r_profile("Sys.sleep(2.5)")
   on.exit(daemons(0), add = TRUE)
   expect_message(daemons(1, dispatcher = FALSE), "initial sync with daemon(s)", fixed = TRUE)
   expect_identical(status()$connections, 1L)
@@ -80,11 +76,7 @@ test_that("daemons() reports progress while daemons are slow to connect", {
 })
 
 test_that("daemons() fails at once, leaving no profile, when daemon processes die before connecting", {
-  profile <- tempfile(fileext = ".R")
-  writeLines("quit(save = 'no', status = 1)", profile)
-  old <- Sys.getenv("R_PROFILE_USER", unset = NA)
-  Sys.setenv(R_PROFILE_USER = profile)
-  on.exit(if (is.na(old)) Sys.unsetenv("R_PROFILE_USER") else Sys.setenv(R_PROFILE_USER = old))
+  local_r_profile("quit(save = 'no', status = 1)")
   on.exit(daemons(0), add = TRUE)
   started <- Sys.time()
   expect_error(daemons(2, dispatcher = FALSE), "2 of 2 daemon processes exited before connecting")
