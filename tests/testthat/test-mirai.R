@@ -372,3 +372,23 @@ test_that("a resolved mirai holds its value in a plain binding, even one nobody 
   expect_identical(unlist(collect_mirai(dropped)), 1:50)
   expect_false(any(vapply(dropped, function(d) bindingIsActive("data", d), logical(1L))))
 })
+
+test_that("large plain vectors come back exactly, of every atomic type", {
+  daemons(1, dispatcher = FALSE)
+  on.exit(daemons(0))
+  n <- 1e6 + 1 # odd, so 4-byte types do not fill whole 8-byte units
+  x <- list(dbl = runif(n), int = sample.int(10L, n, TRUE), lgl = rep(c(TRUE, NA, FALSE), length.out = n),
+            raw = as.raw(rep(0:255, length.out = 5e6 + 3)), cpl = complex(real = runif(n), imaginary = -1))
+  for (v in x) {
+    back <- mirai(v, v = v)[]
+    expect_identical(back, v)
+    back[1] <- back[2] # an ordinary R vector: modifiable, collectable
+    expect_identical(back[1], v[2])
+  }
+  # with attributes, through ordinary serialization
+  m <- matrix(runif(1e6), ncol = 10)
+  expect_identical(mirai(m, m = m)[], m)
+  rm(back)
+  gc()
+  expect_identical(mirai(sum(1:10))[], 55L)
+})

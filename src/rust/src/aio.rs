@@ -25,6 +25,8 @@ pub enum Outcome {
     /// be unserialized on the R thread), and whether the value is an
     /// evaluation error.
     Value(Box<[u8]>, bool),
+    /// A plain atomic vector of R type `.1`, already laid out for R.
+    Vector(crate::rvec::RBuffer, u8),
     /// An errorValue code.
     Error(i32),
     /// The value has been handed to R (which caches it).

@@ -315,9 +315,16 @@ impl Client {
         let mut frame = self.send_buf.lock();
         frame.clear();
         fill(&mut frame)?;
+        self.write_parts(epoch, &[&frame]);
+        Ok(())
+    }
+
+    /// Send a frame made of `parts` (say, a header and data still in R's
+    /// memory) on the connection of `epoch`.
+    pub fn write_parts(&self, epoch: u64, parts: &[&[u8]]) {
         let mut conn = self.conn.lock();
         let failed = match &*conn {
-            Some(c) if c.epoch == epoch => (&c.stream).write_all(&frame).is_err(),
+            Some(c) if c.epoch == epoch => parts.iter().any(|p| (&c.stream).write_all(p).is_err()),
             _ => false,
         };
         if failed {
@@ -326,7 +333,6 @@ impl Client {
                 self.may_dial.store(true, Ordering::Relaxed);
             }
         }
-        Ok(())
     }
 
     /// R has left the daemon loop: stop watching and close the connection.

@@ -8,7 +8,9 @@ use crate::handle::{get_handle, new_handle, Tagged};
 use crate::host::{task_frame, Host, Task};
 use crate::launch;
 use crate::mirai_object;
-use crate::protocol::{begin_frame, finish_frame, FLAG_ERROR, RESULT};
+use crate::protocol::{
+    begin_frame, finish_frame, FLAG_ERROR, FLAG_VECTOR, RESULT, VECTOR_HEADER_LEN,
+};
 use crate::rapi::user_interrupted;
 use crate::serial;
 use extendr_api::prelude::*;
@@ -110,6 +112,7 @@ fn mirai_for(aio: Arc<Aio>) -> Result<Robj> {
 #[extendr]
 fn init_mirai_template(f: Robj) {
     mirai_object::init(unsafe { f.get() });
+    crate::rvec::measure_layout();
     std::panic::set_hook(Box::new(|_| {}));
 }
 
@@ -360,6 +363,19 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
 #[extendr]
 fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<()> {
     let client = client(&c)?;
+    // a large plain vector goes as raw data, straight from R's memory
+    if let Some((t, n, data)) = crate::rvec::plain_vector(unsafe { value.get() }, 4 << 20) {
+        let mut head = begin_frame(RESULT, VECTOR_HEADER_LEN);
+        head.extend_from_slice(&(id as u64).to_le_bytes());
+        head.push(FLAG_VECTOR);
+        head.push(t);
+        head.extend_from_slice(&[0u8; 7]);
+        head.extend_from_slice(&(n as u64).to_le_bytes());
+        let len = (head.len() - crate::protocol::HEADER_LEN + data.len()) as u64;
+        head[1..crate::protocol::HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        client.write_parts(epoch as u64, &[&head, data]);
+        return Ok(());
+    }
     client.send(epoch as u64, |frame| {
         frame.extend_from_slice(&begin_frame(RESULT, 0));
         frame.extend_from_slice(&(id as u64).to_le_bytes());

@@ -20,7 +20,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, watch};
 
 /// How long an unknown peer may take to say hello before it is dropped.
@@ -305,7 +305,7 @@ impl Host {
         }
     }
 
-    fn deliver(&self, conn: u64, id: u64, body: Vec<u8>) {
+    fn deliver(&self, conn: u64, (id, outcome): (u64, Outcome)) {
         let aio = {
             let mut st = self.state.lock();
             st.links
@@ -314,8 +314,7 @@ impl Host {
                 .and_then(|l| l.inflight.remove(&id))
         };
         if let Some(aio) = aio {
-            let error = body[8] & FLAG_ERROR != 0;
-            aio.complete(Outcome::Value(body.into_boxed_slice(), error));
+            aio.complete(outcome);
         }
         if self.ephemeral {
             self.close(false);
@@ -413,23 +412,60 @@ async fn serve(host: Arc<Host>, mut stream: BoxStream, fd: Option<RawFd>) {
     tokio::spawn(write_loop(host.clone(), conn, wr, rx));
     let mut rd = BufReader::with_capacity(IO_BUFFER, rd);
     loop {
-        let frame = tokio::select! {
+        let result = tokio::select! {
             _ = stop.changed() => break,
-            f = read_frame(&mut rd, FRAME_MAX) => match f {
-                Ok(f) => f,
+            r = read_result(&mut rd) => match r {
+                Ok(r) => r,
                 Err(_) => break,
             },
         };
-        if frame.kind != RESULT {
-            break;
-        }
-        if frame.body.len() < ID_FLAGS_LEN {
-            break;
-        }
-        let (id, _) = split_id(&frame.body).expect("length checked");
-        host.deliver(conn, id, frame.body);
+        host.deliver(conn, result);
     }
     host.unregister(conn);
+}
+
+/// Read one RESULT frame from a daemon: its task id and outcome. A plain
+/// vector's data goes straight into memory laid out for R (see `rvec`).
+async fn read_result<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u64, Outcome)> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).await?;
+    let len = u64::from_le_bytes(header[1..].try_into().unwrap());
+    if header[0] != RESULT || len < ID_FLAGS_LEN as u64 || len > FRAME_MAX {
+        return Err(invalid("not a result frame"));
+    }
+    let mut head = [0u8; ID_FLAGS_LEN];
+    r.read_exact(&mut head).await?;
+    let id = u64::from_le_bytes(head[..8].try_into().unwrap());
+    let flags = head[8];
+    let rest = len - ID_FLAGS_LEN as u64;
+    if flags & FLAG_VECTOR != 0 {
+        let mut vh = [0u8; VECTOR_HEADER_LEN - ID_FLAGS_LEN];
+        r.read_exact(&mut vh).await?;
+        let t = vh[0];
+        let n = u64::from_le_bytes(vh[8..].try_into().unwrap());
+        let data_len = rest - vh.len() as u64;
+        let size = crate::rvec::element_size(t).ok_or_else(|| invalid("bad vector type"))?;
+        if n.checked_mul(size as u64) != Some(data_len) {
+            return Err(invalid("bad vector length"));
+        }
+        let mut buf = crate::rvec::RBuffer::new(data_len as usize)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::OutOfMemory, "no memory"))?;
+        r.read_exact(buf.data_mut()).await?;
+        return Ok((id, Outcome::Vector(buf, t)));
+    }
+    let mut body = crate::buffer::with_capacity(len as usize)?;
+    body.extend_from_slice(&head);
+    let got = r.take(rest).read_to_end(&mut body).await?;
+    if (got as u64) < rest {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok((
+        id,
+        Outcome::Value(body.into_boxed_slice(), flags & FLAG_ERROR != 0),
+    ))
 }
 
 /// Drain a connection's queued frames onto the socket, coalescing whatever

@@ -9,7 +9,8 @@
 //! - [`buffer`]: large message buffers
 //! - [`host`]: a compute profile's daemons without dispatcher
 //! - [`daemon`]: the daemon side of a connection; [`cleanup`]: its state checks
-//! - [`serial`]: R serialization into and out of Rust buffers
+//! - [`serial`]: R serialization into and out of Rust buffers; [`rvec`]:
+//!   large plain vectors without serialization
 //! - [`launch`]: starting daemon processes
 //! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 
@@ -25,6 +26,7 @@ mod mirai_object;
 pub mod protocol;
 mod rapi;
 pub mod runtime;
+mod rvec;
 mod serial;
 pub mod transport;
 pub mod url;

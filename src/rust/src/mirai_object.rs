@@ -158,6 +158,10 @@ unsafe fn collect_one(reg: &mut Registry, slot: u32) {
     let value = match aio.take() {
         Outcome::Pending | Outcome::Taken => return, // a newer mirai in a reused slot
         Outcome::Error(code) => error_value(code),
+        Outcome::Vector(buf, t) => match buf.into_r_vector(t) {
+            Some(v) => v,
+            None => error_value(ERR_PROTOCOL),
+        },
         Outcome::Value(bytes, _) => match serial::unserialize(&bytes[ID_FLAGS_LEN..]) {
             Ok(v) => v,
             Err(_) => error_value(ERR_PROTOCOL),

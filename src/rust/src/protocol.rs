@@ -49,6 +49,13 @@ pub const EXIT: u8 = 7;
 pub const FLAG_KEEP_STATE: u8 = 1;
 /// Result flag: the value is an evaluation error (miraiError/Interrupt).
 pub const FLAG_ERROR: u8 = 1;
+/// Result flag: the value is a plain atomic vector sent as raw data: the
+/// body continues with its R type (u8), 7 bytes of padding and its length
+/// (u64), then the data (see `rvec`).
+pub const FLAG_VECTOR: u8 = 4;
+/// Bytes before the data of a [`FLAG_VECTOR`] result.
+pub const VECTOR_HEADER_LEN: usize = ID_FLAGS_LEN + 16;
+
 /// Bytes before the serialized payload in TASK and RESULT bodies.
 pub const ID_FLAGS_LEN: usize = 9;
 
