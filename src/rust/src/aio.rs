@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 /// errorValue codes used by the package.
 pub const ERR_TIMEOUT: i32 = 5;
-pub const ERR_CLOSED: i32 = 7;
 pub const ERR_PROTOCOL: i32 = 13;
 pub const ERR_CONNECTION_RESET: i32 = 19;
 pub const ERR_CANCELED: i32 = 20;

@@ -88,20 +88,6 @@ pub fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// A frame whose body starts with a task id.
-pub fn id_frame(kind: u8, id: u64) -> Vec<u8> {
-    frame(kind, &id.to_le_bytes())
-}
-
-/// Split the leading u64 id off a TASK/RESULT/CANCEL body.
-pub fn split_id(body: &[u8]) -> io::Result<(u64, &[u8])> {
-    if body.len() < 8 {
-        return Err(invalid("frame too short for a task id"));
-    }
-    let (id, rest) = body.split_at(8);
-    Ok((u64::from_le_bytes(id.try_into().unwrap()), rest))
-}
-
 pub fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
@@ -271,14 +257,5 @@ mod tests {
         let mut big = vec![TASK];
         big.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(read_frame_blocking(&big[..], FRAME_MAX).is_err());
-    }
-
-    #[test]
-    fn ids_split_off_bodies() {
-        let f = id_frame(CANCEL, 42);
-        let (id, rest) = split_id(&f[HEADER_LEN..]).unwrap();
-        assert_eq!(id, 42);
-        assert!(rest.is_empty());
-        assert!(split_id(b"short").is_err());
     }
 }
