@@ -90,7 +90,6 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       interrupt = function(cond) .mirai_interrupt()
     )
     if (!s$in_task) return(out)
-    s$in_task <- FALSE
     code <- .reply(conn, s, out, cleanup, maxtasks)
     if (!is.null(code)) return(code)
   }
@@ -117,7 +116,6 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       } else {
         s$in_task <- TRUE
         value <- .eval_in(msg[[4L]], .GlobalEnv)
-        s$in_task <- FALSE
       }
       code <- .reply(conn, s, value, cleanup, maxtasks)
       if (!is.null(code)) return(code)
@@ -127,10 +125,14 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 }
 
 # Send a task's value back, restore the daemon's state, count the task;
-# returns an exit code once `maxtasks` is reached.
+# returns an exit code once `maxtasks` is reached. The task counts as in
+# progress until its value is sent: an interrupt (a cancellation) or an
+# error before that is answered in its place.
 .reply <- function(conn, s, value, cleanup, maxtasks) {
   msg <- s$msg
+  s$in_task <- TRUE
   .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
+  s$in_task <- FALSE
   if (cleanup) {
     s$snapshot <- if (msg[[2L]] == 1L) .snapshot() else .restore(s$snapshot)
   }

@@ -29,7 +29,10 @@
 #' @param seed `NULL` gives each daemon its own L'Ecuyer-CMRG random number
 #'   stream; an integer gives each mirai its own stream instead, so results
 #'   are reproducible whichever daemon runs them.
-#' @param memory (dispatcher) MB budget for queued task payloads.
+#' @param memory (dispatcher) budget in MB (1e6 bytes) for the task payloads
+#'   queued at the dispatcher: while it is full, [mirai()] waits
+#'   (backpressure) and [try_mirai()] returns `NULL`. `NULL`, 0, negative,
+#'   `NA` or `Inf` mean unbounded.
 #' @param serial (dispatcher) custom serialization configuration.
 #' @param tls,pass certificate, key and password function for secure
 #'   URLs.
@@ -70,16 +73,18 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   .check_flag(sync, "sync")
   if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed)))
     stop("`seed` must be NULL or a single integer", call. = FALSE)
+  memory <- .memory_budget(memory)
   settings <- .daemon_settings(list(...))
 
   # listen before the current daemons are torn down: a bad URL leaves them
   # working
-  host <- if (!sync) .listen(url %||% local_url(), name)
+  host <- if (!sync) .listen(url %||% local_url(), name, dispatcher, memory)
   .reset(name, exit = FALSE)
   profile <- new.env(parent = emptyenv())
   profile$name <- name
   profile$sync <- sync
   profile$dispatcher <- dispatcher
+  profile$memory <- if (dispatcher && !sync) memory
   profile$settings <- settings
   profile$per_task_seed <- !is.null(seed)
   profile$stream <- .initial_stream(seed)
@@ -104,15 +109,25 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   invisible(structure(TRUE, class = "miraiDaemons", profile = name))
 }
 
+# The memory budget in MB, NULL when unbounded (NULL, 0, negative, NA, Inf).
+.memory_budget <- function(memory) {
+  if (is.null(memory)) return(NULL)
+  if (!is.numeric(memory) && !(is.logical(memory) && all(is.na(memory))) || length(memory) != 1L)
+    stop("`memory` must be NULL or a single number of MB", call. = FALSE)
+  memory <- as.double(memory)
+  if (is.na(memory) || !is.finite(memory) || memory <= 0) NULL else memory
+}
+
 # Listen at `url` for profile `name`. If that fails while the profile's
 # current host holds this very URL, close the current host and try again.
-.listen <- function(url, name) {
-  host <- tryCatch(.Call(wrap__host_listen, url, FALSE), error = identity)
+.listen <- function(url, name, dispatcher, memory) {
+  listen <- function() .Call(wrap__host_listen, url, FALSE, dispatcher, memory %||% 0)
+  host <- tryCatch(listen(), error = identity)
   if (!inherits(host, "error")) return(host)
   current <- ..[[name]]
   if (is.null(current) || !identical(current$url, url)) stop(conditionMessage(host), call. = FALSE)
   .reset(name, exit = FALSE)
-  .Call(wrap__host_listen, url, FALSE)
+  listen()
 }
 
 # Tear a profile down: daemons drop (or are told to exit), unfinished mirai
@@ -176,7 +191,10 @@ with.miraiDaemons <- function(data, expr, ...) {
 #'
 #' @return `status()`: a list with `connections` (integer) and `daemons`
 #'   (the URL daemons dial, or `0L` when none are set); with dispatcher also
-#'   `mirai` and `memory`.
+#'   `mirai`, the numbers of tasks `c(awaiting, executing, completed)`
+#'   (completed counts tasks answered, cancelled or timed out), and
+#'   `memory`, the payload bytes queued at the dispatcher `c(used, peak,
+#'   capacity)` in MB (capacity `NA` when unbounded).
 #' @examples
 #' \donttest{
 #' daemons(1, dispatcher = FALSE)
@@ -191,8 +209,13 @@ status <- function(.compute = NULL) {
   profile <- .profile(.compute)
   if (is.null(profile)) return(list(connections = 0L, daemons = 0L))
   if (profile$sync) return(list(connections = 0L, daemons = profile$url))
-  counts <- .Call(wrap__host_counts, profile$host)
-  list(connections = counts[1L], daemons = profile$url)
+  stats <- .Call(wrap__host_stats, profile$host)
+  out <- list(connections = as.integer(stats[1L]), daemons = profile$url)
+  if (profile$dispatcher) {
+    out$mirai <- c(awaiting = stats[3L], executing = stats[4L], completed = stats[5L])
+    out$memory <- c(used = stats[6L], peak = stats[7L], capacity = stats[8L]) / 1e6
+  }
+  out
 }
 
 #' @rdname status
@@ -203,9 +226,11 @@ status <- function(.compute = NULL) {
 info <- function(.compute = NULL) {
   profile <- .profile(.compute)
   if (is.null(profile)) return(NULL)
-  counts <- if (profile$sync) c(0L, 0L) else .Call(wrap__host_counts, profile$host)[1:2]
-  c(connections = counts[1L], cumulative = counts[2L],
-    awaiting = NA_integer_, executing = NA_integer_, completed = NA_integer_)
+  stats <- if (profile$sync) c(0, 0, NA, NA, NA) else .Call(wrap__host_stats, profile$host)[1:5]
+  if (!isTRUE(profile$dispatcher) || profile$sync) stats[3:5] <- NA
+  stats <- as.integer(pmin(stats, .Machine$integer.max))
+  names(stats) <- c("connections", "cumulative", "awaiting", "executing", "completed")
+  stats
 }
 
 #' @rdname status
@@ -281,7 +306,10 @@ local_daemons <- function(.compute, frame = parent.frame()) {
 #' options) whatever the daemons' `cleanup` setting.
 #'
 #' @inheritParams mirai
-#' @param .min (dispatcher) the minimum number of daemons to reach.
+#' @param .min (dispatcher) the minimum number of daemons that must have
+#'   run the expression before `everywhere()` returns: it waits for them
+#'   (Ctrl-C interrupts the wait). With dispatcher, daemons connecting later
+#'   also run the expression, before any other task.
 #' @return Invisibly, a 'mirai_map' of the individual results.
 #' @examples
 #' \donttest{
@@ -296,11 +324,15 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   profile <- .profile(.compute)
   expr <- .task_expr(substitute(.expr), parent.frame())
   task <- .make_task(expr, list(...), .args, NULL)
+  if (!is.numeric(.min) || length(.min) != 1L || is.na(.min) || .min < 0)
+    stop("`.min` must be a single non-negative number", call. = FALSE)
   if (profile$sync) {
     .eval_task(task, .GlobalEnv)
     return(invisible(structure(list(), class = c("mirai_map", "list"))))
   }
-  invisible(structure(.Call(wrap__host_broadcast, profile$host, task), class = c("mirai_map", "list")))
+  ms <- .Call(wrap__host_broadcast, profile$host, task, as.integer(min(.min, .Machine$integer.max)))
+  if (is.integer(ms)) .interrupt()
+  invisible(structure(ms, class = c("mirai_map", "list")))
 }
 
 #' Next >> Developer Interface

@@ -53,21 +53,23 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
   task <- .make_task(expr, list(...), .args, .timeout)
   # the common case inline: daemons set, no timeout or per-task seed
   profile <- ..[[if (is.null(.compute)) .state$default_profile else .profile_name(.compute)]]
-  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout))
+  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout) ||
+      !is.null(profile$memory))
     return(.submit(task, .timeout, .compute))
-  invisible(.Call(wrap__host_submit, profile$host, task, -1))
+  invisible(.Call(wrap__host_submit, profile$host, task, -1, FALSE))
 }
 
 #' @rdname mirai
-#' @details `try_mirai()` takes the same arguments as `mirai()`; it returns
-#'   `NULL` invisibly instead of waiting when the dispatcher's memory budget
-#'   is full. Without a memory budget it always submits.
+#' @details With a dispatcher memory budget (`daemons(memory = )`), `mirai()`
+#'   waits while the payloads queued at the dispatcher fill the budget
+#'   (backpressure; Ctrl-C interrupts the wait). `try_mirai()` takes the same
+#'   arguments as `mirai()` but returns `NULL` invisibly instead of waiting.
+#'   Without a memory budget both always submit at once.
 #' @export
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
-  # no memory budget without a dispatcher: always submits, as mirai() does
-  call <- match.call()
-  call[[1L]] <- mirai
-  eval(call, parent.frame())
+  if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
+  expr <- .task_expr(substitute(.expr), parent.frame())
+  .submit(.make_task(expr, list(...), .args, .timeout), .timeout, .compute, try = TRUE)
 }
 
 # The expression to evaluate: a symbol bound to a language object (or a
@@ -102,20 +104,23 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
 }
 
 # Send a task to the profile's daemons, or to a fresh ephemeral process.
-.submit <- function(task, timeout, .compute) {
+# With `try`, NULL when the dispatcher's memory budget is full.
+.submit <- function(task, timeout, .compute, try = FALSE) {
   force(task) # validates the arguments before anything else happens
   profile <- .profile(.compute)
   if (!is.null(profile) && profile$per_task_seed) task[[4L]] <- .next_stream(profile)
   timeout <- if (is.null(timeout)) -1 else as.double(timeout)
   if (is.null(profile)) {
-    host <- .Call(wrap__host_listen, local_url(), TRUE)
-    m <- .Call(wrap__host_submit, host, task, timeout)
+    host <- .Call(wrap__host_listen, local_url(), TRUE, FALSE, 0)
+    m <- .Call(wrap__host_submit, host, task, timeout, FALSE)
     .Call(wrap__host_launch, host, .rscript(), .daemon_args(.Call(wrap__host_url, host),
                                                list(maxtasks = 1L)), FALSE)
     return(invisible(m))
   }
   if (profile$sync) return(invisible(.resolved_mirai(.eval_sync(task))))
-  invisible(.Call(wrap__host_submit, profile$host, task, timeout))
+  m <- .Call(wrap__host_submit, profile$host, task, timeout, try)
+  if (is.integer(m)) .interrupt()
+  invisible(m)
 }
 
 # A mirai is an environment built by the Rust core, with an active binding
@@ -240,8 +245,10 @@ race_mirai <- function(x, .compute = NULL) {
 #' mirai (Stop)
 #'
 #' Stops a 'mirai' if still in progress: it resolves at once to an
-#' 'errorValue' 20 (operation canceled). Without dispatcher the evaluation
-#' itself carries on where it runs, but its result is discarded.
+#' 'errorValue' 20 (operation canceled). With dispatcher a queued task is
+#' removed from the queue and an executing one is interrupted on its daemon,
+#' which then serves the next task. Without dispatcher the evaluation itself
+#' carries on where it runs, but its result is discarded.
 #'
 #' @param x a 'mirai' or a list of 'mirai'.
 #' @return Invisibly, logical `TRUE` if the cancellation reached an

@@ -16,7 +16,8 @@ pid_alive <- function(pid) {
   if (!dir.exists("/proc")) return(isTRUE(tools::pskill(pid, 0L)))
   f <- sprintf("/proc/%d/stat", as.integer(pid))
   if (!file.exists(f)) return(FALSE)
-  st <- tryCatch(readLines(f, warn = FALSE), error = function(e) "")
+  # the process may end between the check and the read
+  st <- tryCatch(suppressWarnings(readLines(f, warn = FALSE)), error = function(e) "")
   if (!length(st) || !nzchar(st[1L])) return(FALSE)
   # field 3 (after the parenthesised command) is the state; Z = zombie
   state <- sub("^.*\\) ([A-Za-z]).*$", "\\1", st[1L])

@@ -8,7 +8,7 @@
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// errorValue codes used by the package.
@@ -40,6 +40,16 @@ pub struct Aio {
     /// Where R keeps this aio's mirai until it resolves (see
     /// `mirai_object`), or [`NO_SLOT`].
     slot: AtomicU32,
+    /// The dispatcher that holds the task, which must hear of a
+    /// cancellation (to drop it from its queue or stop it on its daemon).
+    owner: Option<Weak<dyn Canceller>>,
+}
+
+/// Whoever can take a task back: see [`Aio::cancel`].
+pub trait Canceller: Send + Sync + std::fmt::Debug {
+    /// Resolve `aio` to errorValue `code` and stop its task wherever it
+    /// is; false if it had already resolved.
+    fn cancel(&self, aio: &Arc<Aio>, code: i32) -> bool;
 }
 
 pub const NO_SLOT: u32 = u32::MAX;
@@ -59,11 +69,27 @@ static ERRORS: AtomicU64 = AtomicU64::new(0);
 
 impl Aio {
     pub fn new() -> Arc<Aio> {
+        Self::with_owner(None)
+    }
+
+    /// An aio whose cancellation goes through `owner`.
+    pub fn with_owner(owner: Option<Weak<dyn Canceller>>) -> Arc<Aio> {
         Arc::new(Aio {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed) % i32::MAX as u32 + 1,
             outcome: Mutex::new(Outcome::Pending),
             slot: AtomicU32::new(NO_SLOT),
+            owner,
         })
+    }
+
+    /// Resolve to errorValue `code` (canceled, timed out) unless already
+    /// resolved, telling the owner so the task itself stops too. Returns
+    /// whether this call resolved it.
+    pub fn cancel(self: &Arc<Self>, code: i32) -> bool {
+        match self.owner.as_ref().and_then(Weak::upgrade) {
+            Some(owner) => owner.cancel(self, code),
+            None => self.complete(Outcome::Error(code)),
+        }
     }
 
     /// Complete with `outcome` unless already complete. Returns whether this

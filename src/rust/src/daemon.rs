@@ -8,6 +8,11 @@
 //!   process after a short grace period (no orphans).
 //! - `AfterTask` (NA): R stops serving once the current task is done.
 //! - `Never` (FALSE): dial again and serve whichever host appears there.
+//!
+//! The same watcher thread hears cancellations: a dispatcher sends nothing
+//! to a busy daemon but a CANCEL for its task, which the watcher answers by
+//! interrupting R's main thread (SIGINT), so the evaluation stops and the
+//! daemon replies and serves on.
 
 use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::*;
@@ -51,11 +56,22 @@ struct Conn {
     epoch: u64,
 }
 
+/// What R is busy with: the task and the socket it came on.
+#[derive(Clone, Copy, PartialEq)]
+struct Busy {
+    fd: RawFd,
+    task: u64,
+}
+
 /// Shared with the watcher thread: which socket to watch while R is busy.
 struct Watch {
-    busy_fd: Mutex<Option<RawFd>>,
+    busy: Mutex<Option<Busy>>,
     wake: Condvar,
     finished: AtomicBool,
+    /// End the process if the host goes away mid-task (autoexit TRUE).
+    exit_on_hangup: bool,
+    /// R's main thread, to interrupt on cancellation.
+    main_thread: libc::pthread_t,
     /// R's session temporary directory, removed on a forced exit.
     tempdir: String,
 }
@@ -178,19 +194,19 @@ impl Client {
             }
         };
         let watch = Arc::new(Watch {
-            busy_fd: Mutex::new(None),
+            busy: Mutex::new(None),
             wake: Condvar::new(),
             finished: AtomicBool::new(false),
+            exit_on_hangup: autoexit == AutoExit::Immediate,
+            main_thread: unsafe { libc::pthread_self() },
             tempdir,
         });
-        if autoexit == AutoExit::Immediate {
-            let w = watch.clone();
-            std::thread::Builder::new()
-                .name("mirai-watch".into())
-                .stack_size(64 * 1024)
-                .spawn(move || watch_while_busy(w))
-                .map_err(|e| e.to_string())?;
-        }
+        let w = watch.clone();
+        std::thread::Builder::new()
+            .name("mirai-watch".into())
+            .stack_size(64 * 1024)
+            .spawn(move || watch_while_busy(w))
+            .map_err(|e| e.to_string())?;
         Ok(Client {
             url: parsed,
             autoexit,
@@ -205,9 +221,20 @@ impl Client {
         })
     }
 
-    fn set_busy(&self, fd: Option<RawFd>) {
-        *self.watch.busy_fd.lock() = fd;
+    fn set_busy(&self, busy: Option<Busy>) {
+        *self.watch.busy.lock() = busy;
         self.watch.wake.notify_all();
+    }
+
+    /// R has finished the current task: no cancellation may interrupt it
+    /// any more. One sent just before has already raised its signal (the
+    /// watcher signals holding the lock taken here), so the pending
+    /// interrupt it left is cleared.
+    fn task_done(&self) {
+        let mut busy = self.watch.busy.lock();
+        if busy.take().is_some() {
+            unsafe { crate::rapi::R_interrupts_pending = 0 };
+        }
     }
 
     /// Wait up to `slice` for the next message from the host (`None` if
@@ -240,7 +267,10 @@ impl Client {
             match read_frame_into(&c.stream, FRAME_MAX, &mut body) {
                 Ok(TASK) if body.len() >= ID_FLAGS_LEN => {
                     let id = u64::from_le_bytes(body[..8].try_into().unwrap());
-                    self.set_busy(Some(c.stream.fd()));
+                    self.set_busy(Some(Busy {
+                        fd: c.stream.fd(),
+                        task: id,
+                    }));
                     self.just_served.store(true, Ordering::Relaxed);
                     return Some(Incoming::Task {
                         id,
@@ -249,7 +279,7 @@ impl Client {
                     });
                 }
                 Ok(EXIT) => return Some(Incoming::Exit),
-                // Cancellation needs the dispatcher: nothing to do here.
+                // for a task already finished
                 Ok(CANCEL) => continue,
                 _ => {
                     drop(body);
@@ -312,6 +342,7 @@ impl Client {
         epoch: u64,
         fill: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<(), String> {
+        self.task_done();
         let mut frame = self.send_buf.lock();
         frame.clear();
         fill(&mut frame)?;
@@ -322,6 +353,7 @@ impl Client {
     /// Send a frame made of `parts` (say, a header and data still in R's
     /// memory) on the connection of `epoch`.
     pub fn write_parts(&self, epoch: u64, parts: &[&[u8]]) {
+        self.task_done();
         let mut conn = self.conn.lock();
         let failed = match &*conn {
             Some(c) if c.epoch == epoch => parts.iter().any(|p| (&c.stream).write_all(p).is_err()),
@@ -349,13 +381,14 @@ impl Drop for Client {
     }
 }
 
-/// While R is busy evaluating, watch its connection for hang-up; if the
-/// host is gone and R is still busy after the grace period, end the
-/// process, removing R's temporary directory as R itself would have.
+/// While R is busy evaluating, watch its connection: interrupt R when the
+/// host cancels the task, and if the host is gone (and autoexit is TRUE)
+/// and R is still busy after the grace period, end the process, removing
+/// R's temporary directory as R itself would have.
 fn watch_while_busy(w: Arc<Watch>) {
     loop {
-        let fd = {
-            let mut busy = w.busy_fd.lock();
+        let busy = {
+            let mut busy = w.busy.lock();
             while busy.is_none() && !w.finished.load(Ordering::SeqCst) {
                 w.wake.wait(&mut busy);
             }
@@ -364,19 +397,88 @@ fn watch_while_busy(w: Arc<Watch>) {
             }
             busy.unwrap()
         };
-        let ev = poll_fd(fd, libc::POLLRDHUP, Duration::from_millis(100));
-        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) == 0 {
-            continue;
-        }
-        if *w.busy_fd.lock() != Some(fd) {
-            continue;
-        }
-        std::thread::sleep(EXIT_GRACE);
-        if *w.busy_fd.lock() == Some(fd) && !w.finished.load(Ordering::SeqCst) {
-            if !w.tempdir.is_empty() {
-                let _ = std::fs::remove_dir_all(&w.tempdir);
+        watch_task(&w, busy);
+    }
+}
+
+/// Watch one task until R is done with it.
+fn watch_task(w: &Watch, busy: Busy) {
+    let still = || *w.busy.lock() == Some(busy);
+    // Input other than a cancellation (a task queued by a host without
+    // dispatcher) is left for R; then only hang-up is watched.
+    let mut events = libc::POLLIN | libc::POLLRDHUP;
+    while still() {
+        let ev = poll_fd(busy.fd, events, Duration::from_millis(100));
+        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            if w.exit_on_hangup {
+                exit_after_grace(w, busy);
             }
-            unsafe { libc::_exit(0) };
+            // nothing more to hear on this connection for this task
+            while still() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
         }
+        if ev & libc::POLLIN != 0 && !take_cancel(w, busy) {
+            events = libc::POLLRDHUP;
+        }
+    }
+}
+
+/// Input has arrived while R is busy: if it is a CANCEL frame for the
+/// running task, consume it and interrupt R. False if the input is
+/// something else (left unread).
+fn take_cancel(w: &Watch, busy: Busy) -> bool {
+    const CANCEL_LEN: usize = HEADER_LEN + 8;
+    let mut buf = [0u8; CANCEL_LEN];
+    let peek = |buf: &mut [u8; CANCEL_LEN]| unsafe {
+        libc::recv(
+            busy.fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            CANCEL_LEN,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let mut n = peek(&mut buf);
+    // a frame split across segments: wait briefly for the rest
+    for _ in 0..100 {
+        if n <= 0 || n as usize >= CANCEL_LEN || buf[0] != CANCEL {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        n = peek(&mut buf);
+    }
+    if n as usize != CANCEL_LEN || buf[0] != CANCEL || buf[1..HEADER_LEN] != 8u64.to_le_bytes() {
+        return n <= 0; // nothing there after all: keep watching input
+    }
+    let current = w.busy.lock();
+    if *current != Some(busy) {
+        return true;
+    }
+    let got = unsafe {
+        libc::recv(
+            busy.fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            CANCEL_LEN,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let id = u64::from_le_bytes(buf[HEADER_LEN..].try_into().unwrap());
+    if got as usize == CANCEL_LEN && id == busy.task {
+        // signalled with the lock held: see Client::task_done
+        unsafe { libc::pthread_kill(w.main_thread, libc::SIGINT) };
+    }
+    true
+}
+
+/// The host has gone mid-task: give R the grace period to finish, then end
+/// the process.
+fn exit_after_grace(w: &Watch, busy: Busy) {
+    std::thread::sleep(EXIT_GRACE);
+    if *w.busy.lock() == Some(busy) && !w.finished.load(Ordering::SeqCst) {
+        if !w.tempdir.is_empty() {
+            let _ = std::fs::remove_dir_all(&w.tempdir);
+        }
+        unsafe { libc::_exit(0) };
     }
 }

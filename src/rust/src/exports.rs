@@ -2,10 +2,10 @@
 //! arguments, calls into the core, and converts back; all R <-> bytes work
 //! happens here, on R's main thread.
 
-use crate::aio::{self, Aio, Outcome, ERR_CANCELED};
+use crate::aio::{self, Aio, ERR_CANCELED};
 use crate::daemon::{AutoExit, Client, Incoming};
 use crate::handle::{get_handle, new_handle, Tagged};
-use crate::host::{task_frame, Host, Task};
+use crate::host::{task_frame, Host, HostConfig, Task};
 use crate::launch;
 use crate::mirai_object;
 use crate::protocol::{
@@ -88,9 +88,16 @@ fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
 // ---- hosts ---------------------------------------------------------------
 
 /// Listen at `url`; an ephemeral host serves one task to one process.
+/// With `dispatcher`, `memory_mb` (> 0 and finite) bounds queued payloads.
 #[extendr]
-fn host_listen(url: &str, ephemeral: bool) -> Result<Robj> {
-    let h = Host::listen(url, ephemeral)?;
+fn host_listen(url: &str, ephemeral: bool, dispatcher: bool, memory_mb: f64) -> Result<Robj> {
+    let memory_limit = (memory_mb.is_finite() && memory_mb > 0.0).then(|| (memory_mb * 1e6) as u64);
+    let config = HostConfig {
+        ephemeral,
+        dispatcher,
+        memory_limit: memory_limit.filter(|_| dispatcher),
+    };
+    let h = Host::listen_with(url, config)?;
     Ok(robj(new_handle(Arc::new(HostHandle(h)))))
 }
 
@@ -117,36 +124,89 @@ fn init_mirai_template(f: Robj) {
 }
 
 /// Serialize `payload` into a task frame and queue it; returns the mirai.
+/// While the dispatcher's memory budget is full this waits for room
+/// (returning -1L if interrupted meanwhile), or with `try_only` returns
+/// NULL at once.
 #[extendr]
-fn host_submit(h: Robj, payload: Robj, timeout_ms: f64) -> Result<Robj> {
+fn host_submit(h: Robj, payload: Robj, timeout_ms: f64, try_only: bool) -> Result<Robj> {
     mirai_object::collect();
     let host = host(&h)?;
-    let aio = Aio::new();
+    let aio = host.new_aio();
     let frame = serial::with_scratch(|buf| {
         buf.extend_from_slice(&task_frame(&aio, 0, 0));
         serial::serialize_into(unsafe { payload.get() }, buf)?;
         finish_frame(buf);
         Ok(())
     })?;
-    let mirai = mirai_for(aio.clone())?;
-    host.submit(Task { aio, frame }, millis(timeout_ms));
-    Ok(mirai)
+    let timeout = millis(timeout_ms);
+    let mut task = Task {
+        aio: aio.clone(),
+        frame,
+    };
+    if host.config().memory_limit.is_none() {
+        host.submit(task, timeout);
+    } else {
+        let wait = if try_only { Duration::ZERO } else { INTERRUPT_SLICE };
+        loop {
+            match host.submit_within_budget(task, timeout, wait) {
+                Ok(()) => break,
+                Err(_) if try_only => return Ok(Robj::from(())),
+                Err(back) => task = back,
+            }
+            if user_interrupted() {
+                return Ok(r!(-1i32));
+            }
+        }
+    }
+    mirai_for(aio)
 }
 
-/// Send `payload` to every connected daemon, to be evaluated keeping state.
+/// Send `payload` to every daemon, to be evaluated keeping state. With
+/// dispatcher, wait (answering Ctrl-C) until at least `min` daemons have
+/// run it, counting daemons that connect meanwhile. Returns the list of
+/// mirai, or -1L if interrupted.
 #[extendr]
-fn host_broadcast(h: Robj, payload: Robj) -> Result<Robj> {
+fn host_broadcast(h: Robj, payload: Robj, min: i32) -> Result<Robj> {
     let host = host(&h)?;
     let mut body = Vec::new();
     serial::serialize_into(unsafe { payload.get() }, &mut body)?;
-    let aios = host.broadcast(|aio| {
-        let mut f = task_frame(aio, crate::protocol::FLAG_KEEP_STATE, body.len());
-        f.extend_from_slice(&body);
-        finish_frame(&mut f);
-        f
-    });
+    let (index, mut aios) = host.broadcast(body);
+    if host.config().dispatcher {
+        let ran = |aios: &[Arc<Aio>]| aios.iter().filter(|a| !a.is_pending()).count();
+        loop {
+            let seen = aio::generation();
+            aios = host.broadcast_aios(index);
+            if ran(&aios) >= min.max(0) as usize || host.is_closed() {
+                break;
+            }
+            aio::wait_for_completion(seen, INTERRUPT_SLICE);
+            if user_interrupted() {
+                return Ok(r!(-1i32));
+            }
+        }
+    }
     let mirai: Vec<Robj> = aios.into_iter().map(mirai_for).collect::<Result<_>>()?;
     Ok(List::from_values(mirai).into())
+}
+
+/// c(connections, cumulative, awaiting, executing, completed, memory used,
+/// peak and limit in bytes (NA when unbounded)), as doubles.
+#[extendr]
+fn host_stats(h: Robj) -> Result<Robj> {
+    let s = host(&h)?.stats();
+    let limit = s.memory_limit.map_or(f64::NAN, |l| l as f64);
+    let v = [
+        s.connections as f64,
+        s.cumulative as f64,
+        s.awaiting as f64,
+        s.executing as f64,
+        s.completed as f64,
+        s.memory_used as f64,
+        s.memory_peak as f64,
+    ];
+    let mut out: Vec<Rfloat> = v.iter().map(|&x| Rfloat::from(x)).collect();
+    out.push(if limit.is_nan() { Rfloat::na() } else { Rfloat::from(limit) });
+    Ok(r!(out))
 }
 
 /// c(connections, cumulative, refused, launched, exited)
@@ -294,10 +354,11 @@ fn aio_race(list: List) -> Result<i32> {
     Ok(first().map_or(0, |i| i as i32 + 1))
 }
 
-/// Resolve a pending aio to errorValue 20: true if it was still pending.
+/// Resolve a pending aio to errorValue 20, stopping its task where the
+/// dispatcher can: true if it was still pending.
 #[extendr]
 fn aio_cancel(m: Robj) -> bool {
-    aio_in(&m).is_some_and(|a| a.complete(Outcome::Error(ERR_CANCELED)))
+    aio_in(&m).is_some_and(|a| a.cancel(ERR_CANCELED))
 }
 
 // ---- daemons -------------------------------------------------------------
@@ -416,6 +477,7 @@ extendr_module! {
     fn host_submit;
     fn host_broadcast;
     fn host_counts;
+    fn host_stats;
     fn host_wait;
     fn host_close;
     fn host_launch;

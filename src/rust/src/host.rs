@@ -1,122 +1,55 @@
-//! The host side of a compute profile without dispatcher: listens at a URL,
-//! admits daemons that pass the handshake, deals tasks to them round-robin
-//! and completes each task's aio when its result comes back.
+//! The host side of a compute profile: listens at a URL, admits daemons
+//! that pass the handshake, sends them tasks and completes each task's aio
+//! when its result comes back. Which daemon gets which task is the
+//! [`scheduler`](crate::scheduler)'s business: round-robin, or FIFO to free
+//! daemons with the dispatcher, which lives here, as tasks on the runtime.
 //!
-//! Tasks submitted while no daemon is connected wait in a queue and are
-//! dealt out as daemons arrive. A daemon that disconnects takes its
-//! unfinished tasks with it: they resolve to errorValue 19 at once.
+//! A daemon that disconnects takes its unfinished tasks with it: they
+//! resolve to errorValue 19 at once.
 //!
 //! An *ephemeral* host serves a single task to a single daemon process
 //! (a mirai with no daemons set) and closes itself afterwards.
 
-use crate::aio::{Aio, Outcome, ERR_CONNECTION_RESET, ERR_TIMEOUT};
+use crate::aio::{Aio, Canceller, Outcome, ERR_CONNECTION_RESET, ERR_TIMEOUT};
+use crate::link::{Link, Outgoing};
 use crate::protocol::*;
 use crate::runtime::runtime;
+use crate::scheduler::State;
+pub use crate::scheduler::{task_frame, Task};
 use crate::transport::{self, BoxStream, Listener};
 use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, watch};
 
 /// How long an unknown peer may take to say hello before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const IO_BUFFER: usize = 64 * 1024;
+/// Per-connection read and write buffers: small, as a host may have
+/// thousands of daemons; large frames bypass them.
+const IO_BUFFER: usize = 16 * 1024;
 
-/// A task ready to go: its aio and its complete TASK frame.
-pub struct Task {
-    pub aio: Arc<Aio>,
-    pub frame: Vec<u8>,
-}
-
-/// Build a TASK frame for `aio` whose payload the caller appends, then
-/// seals with [`finish_frame`].
-pub fn task_frame(aio: &Aio, flags: u8, capacity: usize) -> Vec<u8> {
-    let mut f = begin_frame(TASK, ID_FLAGS_LEN + capacity);
-    f.extend_from_slice(&(aio.id as u64).to_le_bytes());
-    f.push(flags);
-    f
-}
-
-/// Bytes for the writer task: a frame, from the given offset on (the part
-/// a direct write did not get onto the socket).
-type Outgoing = (Vec<u8>, usize);
-
-/// A connected daemon.
-struct Link {
-    conn: u64,
-    tx: mpsc::UnboundedSender<Outgoing>,
-    inflight: HashMap<u64, Arc<Aio>>,
-    /// The socket, when frames may be written to it directly.
-    fd: Option<RawFd>,
-    /// Frames are queued for the writer task: until it has drained them,
-    /// new frames must queue behind them to keep their order.
-    backlog: bool,
-}
-
-impl Link {
-    /// Send a frame. The fast path writes it to the socket right here, on
-    /// the calling (R) thread, saving a thread hand-off per task; whatever
-    /// the socket does not take at once goes to the writer task. Called with
-    /// the host state locked, which keeps the socket open meanwhile.
-    fn send(&mut self, frame: Vec<u8>) -> bool {
-        if let (Some(fd), false) = (self.fd, self.backlog) {
-            let sent = write_nonblocking(fd, &frame);
-            if sent == frame.len() {
-                return true;
-            }
-            self.backlog = true;
-            return self.tx.send((frame, sent)).is_ok();
-        }
-        self.backlog = true;
-        self.tx.send((frame, 0)).is_ok()
-    }
-}
-
-/// Write as much of `buf` as the socket takes without blocking.
-fn write_nonblocking(fd: RawFd, buf: &[u8]) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf[done..].as_ptr() as *const libc::c_void,
-                buf.len() - done,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n > 0 {
-            done += n as usize;
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
-        } else {
-            break;
-        }
-    }
-    done
-}
-
-#[derive(Default)]
-struct State {
-    links: Vec<Link>,
-    next: usize,
-    pending: VecDeque<Task>,
-    cumulative: u64,
-    refused: u64,
-    next_conn: u64,
-    closed: bool,
+/// How a host schedules its tasks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostConfig {
+    /// Serve one task to one process, then close.
+    pub ephemeral: bool,
+    /// FIFO to free daemons, cancellation, memory budget.
+    pub dispatcher: bool,
+    /// Dispatcher: budget in bytes for queued task payloads.
+    pub memory_limit: Option<u64>,
 }
 
 pub struct Host {
     url: String,
-    ephemeral: bool,
+    config: HostConfig,
     state: Mutex<State>,
     links_changed: Condvar,
+    /// Signalled when queued payload bytes are released (memory budget).
+    space: Condvar,
     shutdown: watch::Sender<bool>,
     /// Daemon processes started for this host, and how many have ended.
     launched: AtomicU64,
@@ -126,9 +59,38 @@ pub struct Host {
     stopped_cv: Condvar,
 }
 
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Host({})", self.url)
+    }
+}
+
+/// Counters for `status()` and `info()`.
+pub struct HostStats {
+    pub connections: u64,
+    pub cumulative: u64,
+    pub refused: u64,
+    pub awaiting: u64,
+    pub executing: u64,
+    pub completed: u64,
+    pub memory_used: u64,
+    pub memory_peak: u64,
+    pub memory_limit: Option<u64>,
+}
+
 impl Host {
-    /// Listen at `url` (port 0 picks a free port).
+    /// Listen at `url` (port 0 picks a free port), without dispatcher.
     pub fn listen(url: &str, ephemeral: bool) -> Result<Arc<Host>, String> {
+        Self::listen_with(
+            url,
+            HostConfig {
+                ephemeral,
+                ..HostConfig::default()
+            },
+        )
+    }
+
+    pub fn listen_with(url: &str, config: HostConfig) -> Result<Arc<Host>, String> {
         let parsed = Url::parse(url)?;
         let rt = runtime();
         let (listener, bound) = rt
@@ -136,9 +98,10 @@ impl Host {
             .map_err(|e| format!("cannot listen at '{url}': {e}"))?;
         let host = Arc::new(Host {
             url: bound.to_string(),
-            ephemeral,
-            state: Mutex::new(State::default()),
+            config,
+            state: Mutex::new(State::new(config.dispatcher, config.memory_limit)),
             links_changed: Condvar::new(),
+            space: Condvar::new(),
             shutdown: watch::channel(false).0,
             stopped: Mutex::new(false),
             stopped_cv: Condvar::new(),
@@ -154,42 +117,95 @@ impl Host {
         &self.url
     }
 
-    pub fn submit(&self, task: Task, timeout: Option<Duration>) {
-        if let Some(t) = timeout {
-            let aio = task.aio.clone();
-            runtime().spawn(async move {
-                tokio::time::sleep(t).await;
-                aio.complete(Outcome::Error(ERR_TIMEOUT));
-            });
-        }
-        let mut st = self.state.lock();
-        if st.closed {
-            drop(st);
-            task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
-        } else if st.links.is_empty() {
-            st.pending.push_back(task);
+    pub fn config(&self) -> HostConfig {
+        self.config
+    }
+
+    /// A new aio for a task of this host: with dispatcher, cancelling it
+    /// reaches the dispatcher.
+    pub fn new_aio(self: &Arc<Self>) -> Arc<Aio> {
+        if self.config.dispatcher {
+            let owner: Weak<dyn Canceller> = Arc::downgrade(self) as Weak<dyn Canceller>;
+            Aio::with_owner(Some(owner))
         } else {
-            assign(&mut st, task);
+            Aio::new()
         }
     }
 
-    /// Send a task to every connected daemon, one aio each; `frame_for`
-    /// builds the frame for a given aio.
-    pub fn broadcast(&self, frame_for: impl Fn(&Aio) -> Vec<u8>) -> Vec<Arc<Aio>> {
+    /// Queue or send a task, whatever the memory budget.
+    pub fn submit(&self, task: Task, timeout: Option<Duration>) {
         let mut st = self.state.lock();
-        let mut aios = Vec::with_capacity(st.links.len());
-        for link in st.links.iter_mut() {
-            let aio = Aio::new();
-            if link.send(frame_for(&aio)) {
-                link.inflight.insert(aio.id as u64, aio.clone());
-                aios.push(aio);
+        self.enqueue(&mut st, task, timeout);
+    }
+
+    /// Queue a task if it fits the memory budget, waiting up to `wait` for
+    /// room; hands the task back if there is none (the caller checks for
+    /// Ctrl-C and tries again, or gives up).
+    pub fn submit_within_budget(
+        &self,
+        task: Task,
+        timeout: Option<Duration>,
+        wait: Duration,
+    ) -> Result<(), Task> {
+        let len = task.frame.len();
+        let mut st = self.state.lock();
+        if !st.closed && !st.admits(len) {
+            st.compact();
+            if !st.admits(len) && !wait.is_zero() {
+                self.space.wait_for(&mut st, wait);
+            }
+            if !st.closed && !st.admits(len) {
+                return Err(task);
             }
         }
-        aios
+        self.enqueue(&mut st, task, timeout);
+        Ok(())
+    }
+
+    fn enqueue(&self, st: &mut State, task: Task, timeout: Option<Duration>) {
+        let aio = task.aio.clone();
+        if let Err(task) = st.enqueue(task) {
+            task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+            return;
+        }
+        if let Some(t) = timeout {
+            runtime().spawn(async move {
+                tokio::time::sleep(t).await;
+                aio.cancel(ERR_TIMEOUT);
+            });
+        }
+    }
+
+    /// Send `body` to be evaluated, keeping state, on every daemon (with
+    /// dispatcher also on those connecting later). Returns the broadcast's
+    /// number and the aios of the daemons connected now.
+    pub fn broadcast(&self, body: Vec<u8>) -> (usize, Vec<Arc<Aio>>) {
+        self.state.lock().broadcast(body)
+    }
+
+    /// Every aio of a dispatcher broadcast so far.
+    pub fn broadcast_aios(&self, index: usize) -> Vec<Arc<Aio>> {
+        self.state.lock().broadcast_aios(index)
     }
 
     pub fn connections(&self) -> usize {
         self.state.lock().links.len()
+    }
+
+    pub fn stats(&self) -> HostStats {
+        let st = self.state.lock();
+        let [awaiting, executing, completed] = st.task_counts();
+        HostStats {
+            connections: st.links.len() as u64,
+            cumulative: st.cumulative,
+            refused: st.refused,
+            awaiting,
+            executing,
+            completed,
+            memory_used: st.budget.used,
+            memory_peak: st.budget.peak,
+            memory_limit: st.budget.limit,
+        }
     }
 
     /// [connections, cumulative connections, refused peers, daemon
@@ -220,18 +236,22 @@ impl Host {
         st.links.len()
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
     /// Stop listening, drop every daemon (sending each an explicit EXIT if
     /// `send_exit`), and resolve every unfinished task to errorValue 19.
     pub fn close(&self, send_exit: bool) {
-        let mut failed = Vec::new();
+        let mut failed;
         {
             let mut st = self.state.lock();
             if st.closed {
                 return;
             }
-            st.closed = true;
-            failed.extend(st.pending.drain(..).map(|t| t.aio));
-            for link in st.links.drain(..) {
+            let (lost, links) = st.close();
+            failed = lost;
+            for link in links {
                 if send_exit {
                     let _ = link.tx.send((frame(EXIT, &[]), 0));
                 }
@@ -239,6 +259,7 @@ impl Host {
             }
         }
         self.links_changed.notify_all();
+        self.space.notify_all();
         self.shutdown.send_replace(true);
         for aio in failed {
             aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
@@ -260,7 +281,7 @@ impl Host {
     pub fn process_exited(&self) {
         self.exited.fetch_add(1, Ordering::SeqCst);
         self.links_changed.notify_all();
-        if self.ephemeral {
+        if self.config.ephemeral {
             self.close(false);
         }
     }
@@ -270,53 +291,30 @@ impl Host {
         if st.closed {
             return None;
         }
-        let conn = st.next_conn;
-        st.next_conn += 1;
-        st.cumulative += 1;
-        st.links.push(Link {
-            conn,
-            tx,
-            inflight: HashMap::new(),
-            fd,
-            backlog: false,
-        });
-        while let Some(task) = st.pending.pop_front() {
-            assign(&mut st, task);
-        }
+        let conn = st.add_link(Link::new(tx, fd));
         drop(st);
         self.links_changed.notify_all();
+        self.space.notify_all();
         Some(conn)
     }
 
     fn unregister(&self, conn: u64) {
-        let lost = {
-            let mut st = self.state.lock();
-            match st.links.iter().position(|l| l.conn == conn) {
-                Some(i) => st.links.swap_remove(i).inflight,
-                None => return,
-            }
-        };
+        let lost = self.state.lock().remove_link(conn);
         self.links_changed.notify_all();
-        for aio in lost.into_values() {
+        for aio in lost {
             aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
         }
-        if self.ephemeral {
+        if self.config.ephemeral {
             self.close(false);
         }
     }
 
     fn deliver(&self, conn: u64, (id, outcome): (u64, Outcome)) {
-        let aio = {
-            let mut st = self.state.lock();
-            st.links
-                .iter_mut()
-                .find(|l| l.conn == conn)
-                .and_then(|l| l.inflight.remove(&id))
-        };
-        if let Some(aio) = aio {
-            aio.complete(outcome);
+        self.state.lock().result(conn, id, outcome);
+        if self.config.memory_limit.is_some() {
+            self.space.notify_all();
         }
-        if self.ephemeral {
+        if self.config.ephemeral {
             self.close(false);
         }
     }
@@ -324,21 +322,26 @@ impl Host {
     fn refuse(&self) {
         self.state.lock().refused += 1;
     }
+
+    /// The writer of `conn` has written what it had: if nothing more is
+    /// queued (checked under the lock senders hold), direct writes resume.
+    fn drained(&self, conn: u64, rx: &mpsc::UnboundedReceiver<Outgoing>) {
+        let mut st = self.state.lock();
+        if rx.is_empty() {
+            if let Some(link) = st.links.get_mut(&conn) {
+                link.backlog = false;
+            }
+        }
+    }
 }
 
-/// Round-robin one task to the next daemon. Tasks already resolved (timed
-/// out or cancelled while queued) are dropped here.
-fn assign(st: &mut State, task: Task) {
-    if !task.aio.is_pending() {
-        return;
-    }
-    let i = st.next % st.links.len();
-    st.next = st.next.wrapping_add(1);
-    let link = &mut st.links[i];
-    if link.send(task.frame) {
-        link.inflight.insert(task.aio.id as u64, task.aio);
-    } else {
-        task.aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+impl Canceller for Host {
+    fn cancel(&self, aio: &Arc<Aio>, code: i32) -> bool {
+        let done = self.state.lock().cancel(aio, code);
+        if done && self.config.memory_limit.is_some() {
+            self.space.notify_all();
+        }
+        done
     }
 }
 
@@ -361,7 +364,7 @@ async fn accept_until_stopped(host: &Arc<Host>, listener: Listener) {
             res = listener.accept() => match res {
                 Ok((stream, fd)) => {
                     tokio::spawn(serve(host.clone(), stream, fd));
-                    if host.ephemeral {
+                    if host.config.ephemeral {
                         break;
                     }
                 }
@@ -490,12 +493,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if w.flush().await.is_err() {
             return;
         }
-        let mut st = host.state.lock();
-        if rx.is_empty() {
-            if let Some(link) = st.links.iter_mut().find(|l| l.conn == conn) {
-                link.backlog = false;
-            }
-        }
+        host.drained(conn, &rx);
     }
     let _ = w.shutdown().await;
 }

@@ -7,7 +7,8 @@
 //! - [`protocol`]: framing, message kinds, handshake
 //! - [`aio`]: pending results shared with the R thread
 //! - [`buffer`]: large message buffers
-//! - [`host`]: a compute profile's daemons without dispatcher
+//! - [`host`]: a compute profile's listener and connections; [`link`]: one
+//!   connected daemon; [`scheduler`]: round-robin or dispatcher
 //! - [`daemon`]: the daemon side of a connection; [`cleanup`]: its state checks
 //! - [`serial`]: R serialization into and out of Rust buffers; [`rvec`]:
 //!   large plain vectors without serialization
@@ -22,11 +23,13 @@ mod exports;
 mod handle;
 pub mod host;
 pub mod launch;
+mod link;
 mod mirai_object;
 pub mod protocol;
 mod rapi;
 pub mod runtime;
 mod rvec;
+pub mod scheduler;
 mod serial;
 pub mod transport;
 pub mod url;

@@ -42,6 +42,8 @@ extern "C" {
     ) -> Rboolean;
     pub fn R_CheckUserInterrupt();
     pub fn Rf_error(fmt: *const c_char, ...) -> !;
+    /// Set by R's SIGINT handler; acted on at R's next interrupt check.
+    pub static mut R_interrupts_pending: c_int;
 }
 
 unsafe extern "C" fn check_interrupt(_: *mut c_void) {

@@ -1,0 +1,90 @@
+//! A connected daemon as the host sees it: how frames reach its socket and
+//! which of its tasks are unfinished.
+
+use crate::aio::Aio;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Bytes for a connection's writer task: a frame, from the given offset on
+/// (the part a direct write did not get onto the socket).
+pub type Outgoing = (Vec<u8>, usize);
+
+pub struct Link {
+    pub tx: mpsc::UnboundedSender<Outgoing>,
+    /// Tasks sent and not yet answered, by task id.
+    pub inflight: HashMap<u64, Arc<Aio>>,
+    /// The socket, when frames may be written to it directly.
+    fd: Option<RawFd>,
+    /// Frames are queued for the writer task: until it has drained them,
+    /// new frames must queue behind them to keep their order.
+    pub backlog: bool,
+    /// Dispatcher: this daemon is listed as free for work.
+    pub idle_listed: bool,
+    /// Dispatcher: how many of the profile's `everywhere()` tasks this
+    /// daemon has been given.
+    pub broadcasts_seen: usize,
+}
+
+impl Link {
+    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, fd: Option<RawFd>) -> Link {
+        Link {
+            tx,
+            inflight: HashMap::new(),
+            fd,
+            backlog: false,
+            idle_listed: false,
+            broadcasts_seen: 0,
+        }
+    }
+
+    /// Send a frame. The fast path writes it to the socket right here, on
+    /// the calling thread (R's, or the runtime thread that just read a
+    /// result), saving a thread hand-off per task; whatever the socket does
+    /// not take at once goes to the writer task. Called with the host state
+    /// locked, which keeps the socket open meanwhile. False if the
+    /// connection's writer has gone.
+    pub fn send(&mut self, frame: Vec<u8>) -> bool {
+        if let (Some(fd), false) = (self.fd, self.backlog) {
+            let sent = write_nonblocking(fd, &frame);
+            if sent == frame.len() {
+                return true;
+            }
+            self.backlog = true;
+            return self.tx.send((frame, sent)).is_ok();
+        }
+        self.backlog = true;
+        self.tx.send((frame, 0)).is_ok()
+    }
+
+    /// Send a task and remember it as unfinished.
+    pub fn send_task(&mut self, aio: Arc<Aio>, frame: Vec<u8>) -> bool {
+        self.inflight.insert(aio.id as u64, aio);
+        self.send(frame)
+    }
+}
+
+/// Write as much of `buf` as the socket takes without blocking.
+fn write_nonblocking(fd: RawFd, buf: &[u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf[done..].as_ptr() as *const libc::c_void,
+                buf.len() - done,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            done += n as usize;
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            break;
+        }
+    }
+    done
+}
