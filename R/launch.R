@@ -39,7 +39,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
   cmds <- vapply(seq_len(n), function(i) {
-    args <- .daemon_args(profile$url, settings, .daemon_stream(profile))
+    args <- .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher)
     paste(shQuote(remote$rscript), "-e", shQuote(args[2L]))
   }, character(1L))
   cmds <- structure(cmds, class = "miraiLaunchCmd")
@@ -128,15 +128,15 @@ local_url <- function(tcp = FALSE, port = 0) {
   output <- isTRUE(settings$output)
   for (i in seq_len(n)) {
     .Call(wrap__host_launch, profile$host, .rscript(),
-          .daemon_args(profile$url, settings, .daemon_stream(profile)), output)
+          .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher), output)
   }
 }
 
 .rscript <- function() file.path(R.home("bin"), "Rscript")
 
 # Rscript arguments running mirai::daemon(url, <settings>, rs = <stream>).
-.daemon_args <- function(url, settings, rs = NULL) {
-  args <- c(list(url, dispatcher = FALSE), settings)
+.daemon_args <- function(url, settings, rs = NULL, dispatcher = FALSE) {
+  args <- c(list(url, dispatcher = isTRUE(dispatcher)), settings)
   if (!is.null(rs)) args$rs <- rs
   values <- vapply(args, function(v) paste(deparse(v, control = c("keepInteger", "keepNA")),
                                            collapse = ""), character(1L))

@@ -367,11 +367,14 @@ impl Client {
         }
     }
 
-    /// R has left the daemon loop: stop watching and close the connection.
+    /// R has left the daemon loop: tell the host (so tasks sent since the
+    /// last result go elsewhere), stop watching and close the connection.
     pub fn finish(&self) {
         self.watch.finished.store(true, Ordering::SeqCst);
         self.set_busy(None);
-        self.conn.lock().take();
+        if let Some(c) = self.conn.lock().take() {
+            let _ = (&c.stream).write_all(&frame(LEAVING, &[]));
+        }
     }
 }
 

@@ -146,7 +146,11 @@ fn host_submit(h: Robj, payload: Robj, timeout_ms: f64, try_only: bool) -> Resul
     if host.config().memory_limit.is_none() {
         host.submit(task, timeout);
     } else {
-        let wait = if try_only { Duration::ZERO } else { INTERRUPT_SLICE };
+        let wait = if try_only {
+            Duration::ZERO
+        } else {
+            INTERRUPT_SLICE
+        };
         loop {
             match host.submit_within_budget(task, timeout, wait) {
                 Ok(()) => break,
@@ -205,7 +209,11 @@ fn host_stats(h: Robj) -> Result<Robj> {
         s.memory_peak as f64,
     ];
     let mut out: Vec<Rfloat> = v.iter().map(|&x| Rfloat::from(x)).collect();
-    out.push(if limit.is_nan() { Rfloat::na() } else { Rfloat::from(limit) });
+    out.push(if limit.is_nan() {
+        Rfloat::na()
+    } else {
+        Rfloat::from(limit)
+    });
     Ok(r!(out))
 }
 

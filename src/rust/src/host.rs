@@ -253,7 +253,7 @@ impl Host {
             failed = lost;
             for link in links {
                 if send_exit {
-                    let _ = link.tx.send((frame(EXIT, &[]), 0));
+                    let _ = link.tx.send((Arc::new(frame(EXIT, &[])), 0));
                 }
                 failed.extend(link.inflight.into_values());
             }
@@ -317,6 +317,12 @@ impl Host {
         if self.config.ephemeral {
             self.close(false);
         }
+    }
+
+    /// A daemon said it is leaving: tasks it was sent but never started go
+    /// to other daemons.
+    fn leaving(&self, conn: u64) {
+        self.state.lock().leave(conn);
     }
 
     fn refuse(&self) {
@@ -415,24 +421,37 @@ async fn serve(host: Arc<Host>, mut stream: BoxStream, fd: Option<RawFd>) {
     tokio::spawn(write_loop(host.clone(), conn, wr, rx));
     let mut rd = BufReader::with_capacity(IO_BUFFER, rd);
     loop {
-        let result = tokio::select! {
+        let message = tokio::select! {
             _ = stop.changed() => break,
-            r = read_result(&mut rd) => match r {
-                Ok(r) => r,
+            r = read_message(&mut rd) => match r {
+                Ok(m) => m,
                 Err(_) => break,
             },
         };
-        host.deliver(conn, result);
+        match message {
+            FromDaemon::Result(id, outcome) => host.deliver(conn, (id, outcome)),
+            FromDaemon::Leaving => host.leaving(conn),
+        }
     }
     host.unregister(conn);
 }
 
-/// Read one RESULT frame from a daemon: its task id and outcome. A plain
-/// vector's data goes straight into memory laid out for R (see `rvec`).
-async fn read_result<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u64, Outcome)> {
+/// What a daemon sends.
+enum FromDaemon {
+    Result(u64, Outcome),
+    Leaving,
+}
+
+/// Read one message from a daemon: a RESULT frame (its task id and
+/// outcome; a plain vector's data goes straight into memory laid out for
+/// R, see `rvec`) or LEAVING.
+async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<FromDaemon> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = u64::from_le_bytes(header[1..].try_into().unwrap());
+    if header[0] == LEAVING && len == 0 {
+        return Ok(FromDaemon::Leaving);
+    }
     if header[0] != RESULT || len < ID_FLAGS_LEN as u64 || len > FRAME_MAX {
         return Err(invalid("not a result frame"));
     }
@@ -454,7 +473,7 @@ async fn read_result<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u64, O
         let mut buf = crate::rvec::RBuffer::new(data_len as usize)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::OutOfMemory, "no memory"))?;
         r.read_exact(buf.data_mut()).await?;
-        return Ok((id, Outcome::Vector(buf, t)));
+        return Ok(FromDaemon::Result(id, Outcome::Vector(buf, t)));
     }
     let mut body = crate::buffer::with_capacity(len as usize)?;
     body.extend_from_slice(&head);
@@ -465,7 +484,7 @@ async fn read_result<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u64, O
             "truncated frame",
         ));
     }
-    Ok((
+    Ok(FromDaemon::Result(
         id,
         Outcome::Value(body.into_boxed_slice(), flags & FLAG_ERROR != 0),
     ))

@@ -7,9 +7,13 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// A frame, shared: the dispatcher keeps a task's frame until the daemon
+/// answers, to send it elsewhere if the daemon leaves without starting it.
+pub type SharedFrame = Arc<Vec<u8>>;
+
 /// Bytes for a connection's writer task: a frame, from the given offset on
 /// (the part a direct write did not get onto the socket).
-pub type Outgoing = (Vec<u8>, usize);
+pub type Outgoing = (SharedFrame, usize);
 
 pub struct Link {
     pub tx: mpsc::UnboundedSender<Outgoing>,
@@ -25,6 +29,8 @@ pub struct Link {
     /// Dispatcher: how many of the profile's `everywhere()` tasks this
     /// daemon has been given.
     pub broadcasts_seen: usize,
+    /// The daemon said it is leaving: it gets no more tasks.
+    pub leaving: bool,
 }
 
 impl Link {
@@ -36,6 +42,7 @@ impl Link {
             backlog: false,
             idle_listed: false,
             broadcasts_seen: 0,
+            leaving: false,
         }
     }
 
@@ -45,7 +52,7 @@ impl Link {
     /// not take at once goes to the writer task. Called with the host state
     /// locked, which keeps the socket open meanwhile. False if the
     /// connection's writer has gone.
-    pub fn send(&mut self, frame: Vec<u8>) -> bool {
+    pub fn send(&mut self, frame: SharedFrame) -> bool {
         if let (Some(fd), false) = (self.fd, self.backlog) {
             let sent = write_nonblocking(fd, &frame);
             if sent == frame.len() {
@@ -59,7 +66,7 @@ impl Link {
     }
 
     /// Send a task and remember it as unfinished.
-    pub fn send_task(&mut self, aio: Arc<Aio>, frame: Vec<u8>) -> bool {
+    pub fn send_task(&mut self, aio: Arc<Aio>, frame: SharedFrame) -> bool {
         self.inflight.insert(aio.id as u64, aio);
         self.send(frame)
     }

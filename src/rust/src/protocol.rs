@@ -20,6 +20,9 @@
 //! - `RESULT` daemon -> host: id u64, flags u8, serialized R value
 //! - `CANCEL` host -> daemon: id u64 (interrupt that task if running)
 //! - `EXIT` host -> daemon: stop serving and exit
+//! - `LEAVING` daemon -> host: this daemon stops serving (a limit was
+//!   reached, or it was told to exit); any task sent to it since its last
+//!   result was never started and may go to another daemon
 
 use std::io;
 use std::io::Read as _;
@@ -44,6 +47,7 @@ pub const TASK: u8 = 4;
 pub const RESULT: u8 = 5;
 pub const CANCEL: u8 = 6;
 pub const EXIT: u8 = 7;
+pub const LEAVING: u8 = 8;
 
 /// Task flag: evaluate keeping state (`everywhere()`), skipping cleanup.
 pub const FLAG_KEEP_STATE: u8 = 1;

@@ -15,7 +15,7 @@
 //! mostly cancelled), and daemons are found through hash maps.
 
 use crate::aio::{Aio, Outcome, ERR_CONNECTION_RESET};
-use crate::link::Link;
+use crate::link::{Link, SharedFrame};
 use crate::protocol::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,11 +35,19 @@ pub fn task_frame(aio: &Aio, flags: u8, capacity: usize) -> Vec<u8> {
     f
 }
 
-fn broadcast_frame(aio: &Aio, body: &[u8]) -> Vec<u8> {
+fn broadcast_frame(aio: &Aio, body: &[u8]) -> SharedFrame {
     let mut f = task_frame(aio, FLAG_KEEP_STATE, body.len());
     f.extend_from_slice(body);
     finish_frame(&mut f);
-    f
+    Arc::new(f)
+}
+
+/// Dispatcher: an ordinary task on a daemon. Its frame is kept until the
+/// daemon answers, to go elsewhere if the daemon leaves without starting it.
+struct Running {
+    conn: u64,
+    aio: Arc<Aio>,
+    frame: SharedFrame,
 }
 
 /// An `everywhere()` task (dispatcher): every daemon runs it, those
@@ -83,8 +91,8 @@ pub struct State {
     /// Dispatcher: daemons free for work, oldest first (may hold daemons
     /// since gone or busy, skipped when reached).
     idle: VecDeque<u64>,
-    /// Dispatcher: the daemon running each ordinary task, by task id.
-    executing: HashMap<u32, u64>,
+    /// Dispatcher: ordinary tasks on daemons, by task id.
+    executing: HashMap<u32, Running>,
     broadcasts: Vec<Broadcast>,
     pub budget: Budget,
     /// Tasks finished: answered, cancelled or timed out (dispatcher).
@@ -177,9 +185,12 @@ impl State {
         }
         let conn = self.order[self.next % self.order.len()];
         self.next = self.next.wrapping_add(1);
-        let link = self.links.get_mut(&conn).expect("dealing order out of date");
+        let link = self
+            .links
+            .get_mut(&conn)
+            .expect("dealing order out of date");
         let aio = task.aio.clone();
-        if !link.send_task(task.aio, task.frame) {
+        if !link.send_task(task.aio, Arc::new(task.frame)) {
             link.inflight.remove(&(aio.id as u64));
             aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
         }
@@ -203,7 +214,7 @@ impl State {
     /// with neither, list it as free.
     fn give_work(&mut self, conn: u64) {
         match self.links.get(&conn) {
-            Some(link) if link.inflight.is_empty() => {}
+            Some(link) if link.inflight.is_empty() && !link.leaving => {}
             _ => return,
         }
         let link = self.links.get_mut(&conn).unwrap();
@@ -219,13 +230,21 @@ impl State {
             return;
         }
         if let Some(task) = self.pop_queued() {
-            self.executing.insert(task.aio.id, conn);
+            let frame = Arc::new(task.frame);
+            self.executing.insert(
+                task.aio.id,
+                Running {
+                    conn,
+                    aio: task.aio.clone(),
+                    frame: frame.clone(),
+                },
+            );
             // a failed send leaves the task in flight: it resolves when
             // the connection's reader sees the daemon gone
             self.links
                 .get_mut(&conn)
                 .unwrap()
-                .send_task(task.aio, task.frame);
+                .send_task(task.aio, frame);
             return;
         }
         let link = self.links.get_mut(&conn).unwrap();
@@ -276,9 +295,9 @@ impl State {
             return false;
         }
         self.completed += 1;
-        if let Some(conn) = self.executing.get(&aio.id) {
-            if let Some(link) = self.links.get_mut(conn) {
-                link.send(frame(CANCEL, &(aio.id as u64).to_le_bytes()));
+        if let Some(running) = self.executing.get(&aio.id) {
+            if let Some(link) = self.links.get_mut(&running.conn) {
+                link.send(Arc::new(frame(CANCEL, &(aio.id as u64).to_le_bytes())));
             }
         } else if !self.closed {
             self.cancelled_in_queue += 1;
@@ -289,6 +308,35 @@ impl State {
             }
         }
         true
+    }
+
+    /// A daemon is leaving: it gets nothing more, and (dispatcher) tasks it
+    /// was sent but never started go back to the head of the queue.
+    pub fn leave(&mut self, conn: u64) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        link.leaving = true;
+        if let Some(i) = self.order.iter().position(|&c| c == conn) {
+            self.order.remove(i);
+        }
+        let ids: Vec<u64> = link.inflight.keys().copied().collect();
+        for id in ids {
+            let Some(running) = self.executing.remove(&(id as u32)) else {
+                continue;
+            };
+            link.inflight.remove(&id);
+            if !running.aio.is_pending() {
+                continue; // cancelled meanwhile
+            }
+            let frame = Arc::try_unwrap(running.frame).unwrap_or_else(|f| (*f).clone());
+            self.budget.add(frame.len());
+            self.queue.push_front(Task {
+                aio: running.aio,
+                frame,
+            });
+        }
+        self.dispatch();
     }
 
     /// Drop cancelled tasks from the queue now (freeing their budget).
