@@ -1,17 +1,17 @@
 # mirai benchmark harness: mirai side by side with parallel (PSOCK) and
 # future on the same machine, each measurement in a fresh child R process.
 #
-#   Rscript tools/bench/run.R [--quick] [--dispatcher] [--only=a,b] [--csv=FILE]
+#   Rscript tools/bench/run.R [--quick] [--no-dispatcher] [--only=a,b] [--csv=FILE]
 #
-# --quick        fewer iterations (under about a minute)
-# --dispatcher   also run mirai with dispatcher = TRUE (same as setting the
-#                environment variable MIRAI_BENCH_DISPATCHER=1)
-# --only=...     scenarios to run, from: roundtrip,tasks,map,bigvec,memory
+# --quick          fewer iterations
+# --no-dispatcher  skip the mirai runs with dispatcher = TRUE (same as
+#                  setting the environment variable MIRAI_BENCH_DISPATCHER=0)
+# --only=...       scenarios to run, from: roundtrip,tasks,map,bigvec,drain,memory
 # --csv=FILE     also write the final table as CSV
 #
 # See README.md in this directory for what each scenario measures.
 
-SCENARIOS <- c("roundtrip", "tasks", "map", "bigvec", "memory")
+SCENARIOS <- c("roundtrip", "tasks", "map", "bigvec", "drain", "memory")
 
 # Child jobs: scenario and system (names match <scenario>_<system>() in
 # scenarios.R). mirai jobs are repeated with dispatcher = TRUE on request.
@@ -22,6 +22,7 @@ JOBS <- list(
   c("map", "mirai"), c("map", "parLapplyLB"), c("map", "clusterApplyLB"),
   c("map", "future.apply"),
   c("bigvec", "mirai"), c("bigvec", "psock"),
+  c("drain", "mirai"), c("drain", "clusterApplyLB"),
   c("memory", "mirai")
 )
 
@@ -60,6 +61,10 @@ ROWS <- list(
       "PSOCK clusterCall", ">=", 3),
   cmp("100 MB round trip, dispatcher", "bigvec/mirai+disp", "bigvec/psock",
       "PSOCK clusterCall"),
+  cmp("drain 200,000 queued tasks", "drain/mirai", "drain/clusterApplyLB",
+      "PSOCK clusterApplyLB"),
+  cmp("drain 200,000 queued tasks, dispatcher", "drain/mirai+disp",
+      "drain/clusterApplyLB", "PSOCK clusterApplyLB", ">=", 2),
   cmp("host memory per queued task", "memory/mirai", NA, "-",
       "<=", 1000, on = "B/task"),
   cmp("host memory per queued task, dispatcher", "memory/mirai+disp", NA, "-",
@@ -73,13 +78,13 @@ parse_args <- function(args) {
     hit <- grep(paste0("^--", name, "="), args, value = TRUE)
     if (length(hit)) sub("^[^=]*=", "", hit[1]) else default
   }
-  env <- tolower(Sys.getenv("MIRAI_BENCH_DISPATCHER", ""))
+  env <- tolower(Sys.getenv("MIRAI_BENCH_DISPATCHER", "1"))
   only <- opt_value("only", paste(SCENARIOS, collapse = ","))
   only <- strsplit(only, ",")[[1]]
   bad <- setdiff(only, SCENARIOS)
   if (length(bad)) stop("unknown scenario(s): ", paste(bad, collapse = ", "))
   list(quick = "--quick" %in% args,
-       dispatcher = "--dispatcher" %in% args || env %in% c("1", "true", "yes"),
+       dispatcher = !"--no-dispatcher" %in% args && !env %in% c("0", "false", "no"),
        only = only,
        csv = opt_value("csv", NA))
 }
@@ -157,7 +162,7 @@ table_row <- function(row, res) {
       paste(row$op, format(row$target, big.mark = ","), row$on)
     pass <- if (row$op == "<=") x <= row$target else x >= row$target
     result <- if (is.na(x)) "-" else if (pass) "PASS" else "FAIL"
-    if (is.null(m) && grepl("\\+disp$", row$mirai)) result <- "(--dispatcher)"
+    if (is.null(m) && grepl("\\+disp$", row$mirai)) result <- "(not run)"
     if (has(m) && grepl("dispatcher not active", m$note)) result <- "invalid"
   }
   notes <- c(if (!is.null(m)) m$note, if (!is.null(p)) p$note)
@@ -204,7 +209,7 @@ header <- function(opts) {
       paste(utils::head(scan("/proc/loadavg", what = "", quiet = TRUE), 3),
             collapse = " "), "\n")
   cat("dispatcher = TRUE rows:", if (opts$dispatcher) "on" else
-      "off (enable with --dispatcher or MIRAI_BENCH_DISPATCHER=1)", "\n\n")
+      "off (--no-dispatcher or MIRAI_BENCH_DISPATCHER=0)", "\n\n")
 }
 
 main <- function() {

@@ -2,7 +2,7 @@
 #
 #   Rscript tools/bench/scenarios.R <scenario> <system> <quick> <dispatcher> <out.rds>
 #
-# <scenario> is roundtrip, tasks, map, bigvec or memory; <system> is mirai or
+# <scenario> is roundtrip, tasks, map, bigvec, drain or memory; <system> is mirai or
 # a peer (psock, future, ...); <quick> and <dispatcher> are TRUE/FALSE
 # (dispatcher only matters to mirai). Saves list(value, unit, note, runs)
 # to <out.rds>: value is the median of runs (one per repetition), NA when
@@ -21,11 +21,11 @@ settings <- function(quick) {
   if (quick) {
     list(rt_n = 300L, rt_future_n = 20L, warmup = 30L,
          tasks = 20000L, future_tasks = 50L, reps = 1L, future_reps = 1L,
-         big_reps = 2L, queued = 200000L)
+         big_reps = 2L, queued = 200000L, drain = 50000L)
   } else {
     list(rt_n = 3000L, rt_future_n = 100L, warmup = 200L,
          tasks = 20000L, future_tasks = 200L, reps = 5L, future_reps = 3L,
-         big_reps = 5L, queued = 200000L)
+         big_reps = 5L, queued = 200000L, drain = 200000L)
   }
 }
 
@@ -205,7 +205,38 @@ bigvec_psock <- function(cfg) {
   bigvec_rate(function() clusterCall(cl, identity, x)[[1]], x, cfg$big_reps)
 }
 
-# --- 5. host memory per queued task (bytes) --------------------------------
+# --- 5. draining a queue of 200,000 tasks, 2 workers (tasks/s) ------------
+
+# The tasks are all queued before any daemon exists; the clock runs from
+# launching 2 daemons (their start-up included) until every result is in.
+drain_mirai <- function(cfg) {
+  suppressMessages(library(mirai))
+  mirai::daemons(url = mirai::local_url(), dispatcher = cfg$dispatcher)
+  on.exit(mirai::daemons(0))
+  n <- cfg$drain
+  ms <- lapply(seq_len(n), function(i) mirai::mirai(1))
+  t0 <- now()
+  mirai::launch_local(2L)
+  r <- mirai::collect_mirai(ms)
+  el <- now() - t0
+  check_values(r, rep(1, n))
+  result(n / el, "tasks/s", paste(sprintf("%s tasks, daemon start-up included",
+                                          format(n, big.mark = ",")),
+                                  dispatcher_note(cfg)))
+}
+
+drain_clusterApplyLB <- function(cfg) {
+  cl <- makePSOCKcluster(2L)
+  on.exit(stopCluster(cl))
+  n <- cfg$drain
+  t0 <- now()
+  r <- clusterApplyLB(cl, seq_len(n), ident)
+  el <- now() - t0
+  check_values(r, seq_len(n))
+  result(n / el, "tasks/s", sprintf("%s tasks", format(n, big.mark = ",")))
+}
+
+# --- 6. host memory per queued task (bytes) --------------------------------
 
 rss_bytes <- function() {
   gc()

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// How long a busy daemon gets to finish after its host disappears.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
+/// Tasks shorter than this are not watched at all: the watcher thread
+/// stays asleep through a stream of tiny tasks instead of waking for each.
+const WATCH_AFTER: Duration = Duration::from_millis(5);
 const REDIAL_INTERVAL: Duration = Duration::from_millis(250);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +69,9 @@ struct Busy {
 /// Shared with the watcher thread: which socket to watch while R is busy.
 struct Watch {
     busy: Mutex<Option<Busy>>,
+    /// The watcher is asleep waiting for R to become busy (read and
+    /// written under the `busy` lock).
+    asleep: AtomicBool,
     wake: Condvar,
     finished: AtomicBool,
     /// End the process if the host goes away mid-task (autoexit TRUE).
@@ -195,6 +201,7 @@ impl Client {
         };
         let watch = Arc::new(Watch {
             busy: Mutex::new(None),
+            asleep: AtomicBool::new(false),
             wake: Condvar::new(),
             finished: AtomicBool::new(false),
             exit_on_hangup: autoexit == AutoExit::Immediate,
@@ -222,8 +229,11 @@ impl Client {
     }
 
     fn set_busy(&self, busy: Option<Busy>) {
-        *self.watch.busy.lock() = busy;
-        self.watch.wake.notify_all();
+        let mut b = self.watch.busy.lock();
+        *b = busy;
+        if busy.is_some() && self.watch.asleep.load(Ordering::Relaxed) {
+            self.watch.wake.notify_all();
+        }
     }
 
     /// R has finished the current task: no cancellation may interrupt it
@@ -372,6 +382,7 @@ impl Client {
     pub fn finish(&self) {
         self.watch.finished.store(true, Ordering::SeqCst);
         self.set_busy(None);
+        self.watch.wake.notify_all();
         if let Some(c) = self.conn.lock().take() {
             let _ = (&c.stream).write_all(&frame(LEAVING, &[]));
         }
@@ -393,14 +404,19 @@ fn watch_while_busy(w: Arc<Watch>) {
         let busy = {
             let mut busy = w.busy.lock();
             while busy.is_none() && !w.finished.load(Ordering::SeqCst) {
+                w.asleep.store(true, Ordering::Relaxed);
                 w.wake.wait(&mut busy);
+                w.asleep.store(false, Ordering::Relaxed);
             }
             if w.finished.load(Ordering::SeqCst) {
                 return;
             }
             busy.unwrap()
         };
-        watch_task(&w, busy);
+        std::thread::sleep(WATCH_AFTER);
+        if *w.busy.lock() == Some(busy) {
+            watch_task(&w, busy);
+        }
     }
 }
 
