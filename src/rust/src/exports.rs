@@ -91,7 +91,8 @@ fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
 /// With `dispatcher`, `memory_mb` (> 0 and finite) bounds queued payloads.
 #[extendr]
 fn host_listen(url: &str, ephemeral: bool, dispatcher: bool, memory_mb: f64) -> Result<Robj> {
-    let memory_limit = (memory_mb.is_finite() && memory_mb > 0.0).then(|| (memory_mb * 1e6) as u64);
+    let memory_limit =
+        (memory_mb.is_finite() && memory_mb > 0.0).then_some((memory_mb * 1e6) as u64);
     let config = HostConfig {
         ephemeral,
         dispatcher,

@@ -153,6 +153,7 @@ impl Host {
             st.compact();
             if !st.admits(len) && !wait.is_zero() {
                 self.space.wait_for(&mut st, wait);
+                st.compact(); // room may have come from a cancellation
             }
             if !st.closed && !st.admits(len) {
                 return Err(task);
@@ -299,11 +300,16 @@ impl Host {
     }
 
     fn unregister(&self, conn: u64) {
-        let lost = self.state.lock().remove_link(conn);
-        self.links_changed.notify_all();
-        for aio in lost {
-            aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+        {
+            // fail the daemon's tasks before releasing the lock: a cancel
+            // in between would find them neither executing nor closed and
+            // count them as cancelled in the queue
+            let mut st = self.state.lock();
+            for aio in st.remove_link(conn) {
+                aio.complete(Outcome::Error(ERR_CONNECTION_RESET));
+            }
         }
+        self.links_changed.notify_all();
         if self.config.ephemeral {
             self.close(false);
         }

@@ -146,7 +146,12 @@ impl State {
         for id in link.inflight.keys() {
             self.executing.remove(&(*id as u32));
         }
-        link.inflight.into_values().collect()
+        let mut lost: Vec<Arc<Aio>> = link.inflight.into_values().collect();
+        // everywhere() tasks set aside for this daemon that it never got
+        for b in self.broadcasts.iter_mut().skip(link.broadcasts_seen) {
+            lost.extend(b.reserved.remove(&conn));
+        }
+        lost
     }
 
     /// Queue or send a task; hands it back if the host is closed.
