@@ -6,17 +6,19 @@
 # --quick          fewer iterations
 # --no-dispatcher  skip the mirai runs with dispatcher = TRUE (same as
 #                  setting the environment variable MIRAI_BENCH_DISPATCHER=0)
-# --only=...       scenarios to run, from: roundtrip,tasks,map,bigvec,drain,memory
+# --only=...       scenarios to run, from: roundtrip,rtdisp,tasks,map,bigvec,
+#                  drain,memory
 # --csv=FILE     also write the final table as CSV
 #
 # See README.md in this directory for what each scenario measures.
 
-SCENARIOS <- c("roundtrip", "tasks", "map", "bigvec", "drain", "memory")
+SCENARIOS <- c("roundtrip", "rtdisp", "tasks", "map", "bigvec", "drain", "memory")
 
 # Child jobs: scenario and system (names match <scenario>_<system>() in
 # scenarios.R). mirai jobs are repeated with dispatcher = TRUE on request.
 JOBS <- list(
   c("roundtrip", "mirai"), c("roundtrip", "psock"), c("roundtrip", "future"),
+  c("rtdisp", "mirai"),
   c("tasks", "mirai"), c("tasks", "clusterApplyLB"), c("tasks", "parLapply"),
   c("tasks", "future"),
   c("map", "mirai"), c("map", "parLapplyLB"), c("map", "clusterApplyLB"),
@@ -40,7 +42,9 @@ ROWS <- list(
   cmp("round trip, 1 daemon", "roundtrip/mirai", "roundtrip/future",
       "future multisession"),
   cmp("round trip, dispatcher", "roundtrip/mirai+disp", "roundtrip/mirai",
-      "mirai dispatcher=FALSE", "<=", 1.3),
+      "mirai dispatcher=FALSE"),
+  cmp("round trip, dispatcher / without, interleaved", "rtdisp/mirai", NA,
+      "-", "<=", 1.3, on = "x"),
   cmp("20,000 tiny tasks, 2 daemons", "tasks/mirai", "tasks/clusterApplyLB",
       "PSOCK clusterApplyLB"),
   cmp("20,000 tiny tasks, 2 daemons", "tasks/mirai", "tasks/parLapply",
@@ -133,13 +137,14 @@ error_message <- function(log) {
 
 # --- formatting ------------------------------------------------------------
 
-lower_is_better <- function(unit) unit %in% c("s/call", "B/task")
+lower_is_better <- function(unit) unit %in% c("s/call", "B/task", "x")
 
 num <- function(x, ...) trimws(formatC(x, big.mark = ",", ...))
 
 fmt_value <- function(r) {
   if (is.null(r)) return("not run")
   if (is.na(r$value)) return("n/a")
+  if (r$unit == "x") return(sprintf("%.2fx", r$value))
   if (r$unit == "s/call") {
     v <- r$value * 1e6
     return(paste(num(v, digits = 3, format = "fg"), "us/call"))

@@ -2,7 +2,7 @@
 #
 #   Rscript tools/bench/scenarios.R <scenario> <system> <quick> <dispatcher> <out.rds>
 #
-# <scenario> is roundtrip, tasks, map, bigvec, drain or memory; <system> is mirai or
+# <scenario> is roundtrip, rtdisp, tasks, map, bigvec, drain or memory; <system> is mirai or
 # a peer (psock, future, ...); <quick> and <dispatcher> are TRUE/FALSE
 # (dispatcher only matters to mirai). Saves list(value, unit, note, runs)
 # to <out.rds>: value is the median of runs (one per repetition), NA when
@@ -98,6 +98,38 @@ roundtrip_mirai <- function(cfg) {
   f <- function() mirai::mirai(1)[]
   stopifnot(identical(f(), 1))
   result(median_call(f, cfg$rt_n, cfg$warmup), "s/call", dispatcher_note(cfg))
+}
+
+# The dispatcher's cost on a round trip: one profile with and one without
+# dispatcher side by side in the same process, measured in alternating
+# blocks so that drift in the machine's speed affects both alike. The value
+# is the ratio of the medians (with / without).
+rtdisp_mirai <- function(cfg) {
+  suppressMessages(library(mirai))
+  mirai::daemons(1L, dispatcher = FALSE, .compute = "plain")
+  mirai::daemons(1L, dispatcher = TRUE, .compute = "disp")
+  on.exit({
+    mirai::daemons(0, .compute = "plain")
+    mirai::daemons(0, .compute = "disp")
+  })
+  call <- function(profile) {
+    t0 <- now()
+    mirai::mirai(1, .compute = profile)[]
+    now() - t0
+  }
+  for (i in seq_len(cfg$warmup)) {
+    call("plain")
+    call("disp")
+  }
+  block <- 100L
+  plain <- disp <- numeric(0)
+  for (k in seq_len(max(1L, cfg$rt_n %/% block))) {
+    plain <- c(plain, vapply(seq_len(block), function(i) call("plain"), 0))
+    disp <- c(disp, vapply(seq_len(block), function(i) call("disp"), 0))
+  }
+  note <- sprintf("interleaved medians: %.1f us with, %.1f us without",
+                  median(disp) * 1e6, median(plain) * 1e6)
+  result(median(disp) / median(plain), "x", note)
 }
 
 roundtrip_psock <- function(cfg) {

@@ -127,6 +127,11 @@ impl Aio {
         matches!(*self.outcome.lock(), Outcome::Pending)
     }
 
+    /// Resolved to an errorValue code (the task may not have run at all).
+    pub fn is_error_code(&self) -> bool {
+        matches!(*self.outcome.lock(), Outcome::Error(_))
+    }
+
     /// Resolved to an error (code or evaluation error). Once the value has
     /// been taken by R this is remembered by R, not here.
     pub fn is_error(&self) -> bool {

@@ -177,7 +177,12 @@ fn host_broadcast(h: Robj, payload: Robj, min: i32) -> Result<Robj> {
     serial::serialize_into(unsafe { payload.get() }, &mut body)?;
     let (index, mut aios) = host.broadcast(body);
     if host.config().dispatcher {
-        let ran = |aios: &[Arc<Aio>]| aios.iter().filter(|a| !a.is_pending()).count();
+        // daemons lost before answering (errorValue 19) do not count
+        let ran = |aios: &[Arc<Aio>]| {
+            aios.iter()
+                .filter(|a| !a.is_pending() && !a.is_error_code())
+                .count()
+        };
         loop {
             let seen = aio::generation();
             aios = host.broadcast_aios(index);
