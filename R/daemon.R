@@ -119,6 +119,9 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       }
       code <- .reply(conn, s, value, cleanup, maxtasks)
       if (!is.null(code)) return(code)
+      # nothing keeps the task's objects now: a large one can be collected
+      # before the next task arrives
+      value <- msg <- NULL
     },
     error = function(e) if (s$in_task) s$trace <- .stack_trace()
   )
@@ -133,6 +136,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   s$in_task <- TRUE
   .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
   s$in_task <- FALSE
+  s$msg <- NULL
   if (cleanup) {
     s$snapshot <- if (msg[[2L]] == 1L) .snapshot() else .restore(s$snapshot)
   }

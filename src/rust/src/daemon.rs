@@ -16,10 +16,11 @@
 
 use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::*;
+use crate::rawargs::RawArg;
 use crate::transport::{dial_sync, SyncStream};
 use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,8 +45,15 @@ pub enum AutoExit {
 /// What the R thread receives.
 pub enum Incoming {
     /// A task; its body is in the client's receive buffer (see
-    /// [`Client::with_task_body`]).
-    Task { id: u64, flags: u8, epoch: u64 },
+    /// [`Client::with_task_body`]). Raw vectors (`raw`, see `rawargs`)
+    /// follow on the connection: read each with [`Client::read_raw`],
+    /// then call [`Client::start_task`].
+    Task {
+        id: u64,
+        flags: u8,
+        epoch: u64,
+        raw: Vec<(RawArg, usize)>,
+    },
     /// The host asked this daemon to exit.
     Exit,
     /// The connection dropped and this daemon does not redial.
@@ -127,6 +135,76 @@ fn connect_once(url: &Url) -> Result<SyncStream, DialError> {
 /// overrides it, so the tests can play a daemon of another version.
 fn advertised_version() -> String {
     std::env::var("MIRAI_ADVERTISED_VERSION").unwrap_or_else(|_| PACKAGE_VERSION.to_string())
+}
+
+/// Read one message from the host, its body into `body` (reusing its
+/// memory); returns its kind. A TASK with raw vectors is read up to their
+/// data, which comes next on the stream; their headers and sizes are
+/// returned, and `body` holds the id, flags and serialized task.
+fn read_message(
+    stream: &SyncStream,
+    body: &mut Vec<u8>,
+) -> std::io::Result<(u8, Vec<(RawArg, usize)>)> {
+    let mut r = stream;
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header)?;
+    let kind = header[0];
+    let len = u64::from_le_bytes(header[1..].try_into().unwrap());
+    if len > FRAME_MAX {
+        return Err(invalid("frame length exceeds the limit"));
+    }
+    body.clear();
+    if kind != TASK || len < ID_FLAGS_LEN as u64 {
+        read_into(r, len, body)?;
+        return Ok((kind, Vec::new()));
+    }
+    read_into(r, ID_FLAGS_LEN as u64, body)?;
+    let mut left = len - ID_FLAGS_LEN as u64;
+    if body[8] & FLAG_RAW_ARGS == 0 {
+        read_into(r, left, body)?;
+        return Ok((kind, Vec::new()));
+    }
+    let mut word = [0u8; 8];
+    r.read_exact(&mut word)?;
+    let serialized = u64::from_le_bytes(word);
+    left = left
+        .checked_sub(8 + serialized + 4)
+        .ok_or_else(|| invalid("bad raw task"))?;
+    read_into(r, serialized, body)?;
+    r.read_exact(&mut word[..4])?;
+    let count = u32::from_le_bytes(word[..4].try_into().unwrap()) as u64;
+    let table_len = count
+        .checked_mul(RAW_ARG_HEADER_LEN as u64)
+        .filter(|&t| t <= left)
+        .ok_or_else(|| invalid("bad raw task"))?;
+    let mut table = vec![0u8; table_len as usize];
+    r.read_exact(&mut table)?;
+    left -= table_len;
+    let mut raw = Vec::with_capacity(count as usize);
+    for h in table.chunks(RAW_ARG_HEADER_LEN) {
+        let (arg, bytes) = RawArg::decode(h).ok_or_else(|| invalid("bad raw vector"))?;
+        left = left
+            .checked_sub(bytes as u64)
+            .ok_or_else(|| invalid("bad raw task"))?;
+        raw.push((arg, bytes));
+    }
+    if left != 0 {
+        return Err(invalid("bad raw task"));
+    }
+    Ok((kind, raw))
+}
+
+/// Append exactly `n` bytes from `r` to `body`.
+fn read_into(r: &SyncStream, n: u64, body: &mut Vec<u8>) -> std::io::Result<()> {
+    crate::buffer::reserve(body, n as usize)?;
+    let got = r.take(n).read_to_end(body)?;
+    if (got as u64) < n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok(())
 }
 
 /// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
@@ -274,23 +352,26 @@ impl Client {
                 return None;
             }
             let mut body = self.recv_buf.lock();
-            match read_frame_into(&c.stream, FRAME_MAX, &mut body) {
-                Ok(TASK) if body.len() >= ID_FLAGS_LEN => {
+            match read_message(&c.stream, &mut body) {
+                Ok((TASK, raw)) if body.len() >= ID_FLAGS_LEN => {
                     let id = u64::from_le_bytes(body[..8].try_into().unwrap());
-                    self.set_busy(Some(Busy {
-                        fd: c.stream.fd(),
-                        task: id,
-                    }));
+                    if raw.is_empty() {
+                        self.set_busy(Some(Busy {
+                            fd: c.stream.fd(),
+                            task: id,
+                        }));
+                    }
                     self.just_served.store(true, Ordering::Relaxed);
                     return Some(Incoming::Task {
                         id,
                         flags: body[8],
                         epoch: c.epoch,
+                        raw,
                     });
                 }
-                Ok(EXIT) => return Some(Incoming::Exit),
+                Ok((EXIT, _)) => return Some(Incoming::Exit),
                 // for a task already finished
-                Ok(CANCEL) => continue,
+                Ok((CANCEL, _)) => continue,
                 _ => {
                     drop(body);
                     drop(conn);
@@ -337,6 +418,47 @@ impl Client {
             Err(DialError::Refused(r)) => Some(Incoming::Refused(r)),
             Err(DialError::Io(_)) => None,
         }
+    }
+
+    /// Read the data of the next raw vector of the task last received into
+    /// `buf` (see [`Incoming::Task`]); false if the connection failed.
+    pub fn read_raw(&self, epoch: u64, buf: &mut [u8]) -> bool {
+        let mut conn = self.conn.lock();
+        let ok = match &*conn {
+            Some(c) if c.epoch == epoch => (&c.stream).read_exact(buf).is_ok(),
+            _ => false,
+        };
+        if !ok && conn.as_ref().is_some_and(|c| c.epoch == epoch) {
+            conn.take();
+            if self.autoexit == AutoExit::Never {
+                self.may_dial.store(true, Ordering::Relaxed);
+            }
+        }
+        ok
+    }
+
+    /// Read and drop `n` bytes of raw data (for a task that could not be
+    /// rebuilt); false if the connection failed.
+    pub fn skip_raw(&self, epoch: u64, mut n: usize) -> bool {
+        let mut chunk = vec![0u8; n.min(1 << 20)];
+        while n > 0 {
+            let k = n.min(chunk.len());
+            if !self.read_raw(epoch, &mut chunk[..k]) {
+                return false;
+            }
+            n -= k;
+        }
+        true
+    }
+
+    /// The task with raw vectors has been read in full: R is now busy with
+    /// it (cancellations may interrupt it).
+    pub fn start_task(&self, id: u64, epoch: u64) {
+        let fd = match &*self.conn.lock() {
+            Some(c) if c.epoch == epoch => c.stream.fd(),
+            _ => return,
+        };
+        self.set_busy(Some(Busy { fd, task: id }));
     }
 
     /// The payload of the task last received.

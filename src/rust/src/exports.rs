@@ -8,10 +8,13 @@ use crate::handle::{get_handle, new_handle, Tagged};
 use crate::host::{task_frame, Host, HostConfig, Task};
 use crate::launch;
 use crate::mirai_object;
+use crate::outframe::OutFrame;
 use crate::protocol::{
-    begin_frame, finish_frame, FLAG_ERROR, FLAG_VECTOR, RESULT, VECTOR_HEADER_LEN,
+    begin_frame, finish_frame, FLAG_ERROR, FLAG_RAW_ARGS, FLAG_VECTOR, HEADER_LEN, RESULT,
+    VECTOR_HEADER_LEN,
 };
 use crate::rapi::user_interrupted;
+use crate::rawargs;
 use crate::serial;
 use extendr_api::prelude::*;
 use extendr_ffi::SEXP;
@@ -133,12 +136,7 @@ fn host_submit(h: Robj, payload: Robj, timeout_ms: f64, try_only: bool) -> Resul
     mirai_object::collect();
     let host = host(&h)?;
     let aio = host.new_aio();
-    let frame = serial::with_scratch(|buf| {
-        buf.extend_from_slice(&task_frame(&aio, 0, 0));
-        serial::serialize_into(unsafe { payload.get() }, buf)?;
-        finish_frame(buf);
-        Ok(())
-    })?;
+    let frame = task_out_frame(&aio, unsafe { payload.get() })?;
     let timeout = millis(timeout_ms);
     let mut task = Task {
         aio: aio.clone(),
@@ -164,6 +162,41 @@ fn host_submit(h: Robj, payload: Robj, timeout_ms: f64, try_only: bool) -> Resul
         }
     }
     mirai_for(aio)
+}
+
+/// The TASK frame for `task`: serialized, except that large plain vectors
+/// among its objects follow as raw data still in R's memory (see
+/// `rawargs`).
+fn task_out_frame(aio: &Aio, task: SEXP) -> Result<OutFrame> {
+    let raw = rawargs::find(task);
+    if raw.is_empty() {
+        let frame = serial::with_scratch(|buf| {
+            buf.extend_from_slice(&task_frame(aio, 0, 0));
+            serial::serialize_into(task, buf)?;
+            finish_frame(buf);
+            Ok(())
+        })?;
+        return Ok(frame.into());
+    }
+    let mut head = task_frame(aio, FLAG_RAW_ARGS, 0);
+    let at = head.len();
+    head.extend_from_slice(&[0u8; 8]);
+    let rest = unsafe { extendr_ffi::Rf_protect(rawargs::without(task, &raw)) };
+    let serialized = serial::serialize_into(rest, &mut head);
+    unsafe { extendr_ffi::Rf_unprotect(1) };
+    serialized?;
+    let len = (head.len() - at - 8) as u64;
+    head[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    head.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    for (arg, _) in &raw {
+        arg.encode(&mut head);
+    }
+    let data: Vec<&[u8]> = raw.iter().map(|(_, d)| *d).collect();
+    let body_len = head.len() - HEADER_LEN + data.iter().map(|d| d.len()).sum::<usize>();
+    head[1..HEADER_LEN].copy_from_slice(&(body_len as u64).to_le_bytes());
+    // the task list refers to every vector sent from R's memory: keeping
+    // it keeps them, and stops R from modifying them in place
+    Ok(unsafe { OutFrame::with_r_data(head, &data, task) })
 }
 
 /// Send `payload` to every daemon, to be evaluated keeping state. With
@@ -411,14 +444,36 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
             None => INTERRUPT_SLICE,
         };
         match client.recv(slice) {
-            Some(Incoming::Task { id, flags, epoch }) => {
+            Some(Incoming::Task {
+                id,
+                flags,
+                epoch,
+                raw,
+            }) => {
                 // A task that cannot be rebuilt here (say, it needs a package
                 // this machine lacks) still gets an answer: its error message.
-                return Ok(match client.with_task_body(serial::unserialize) {
-                    Ok(payload) => list!(id as f64, flags as i32, epoch as f64, robj(payload)),
-                    Err(e) => list!(id as f64, flags as i32, epoch as f64, (), e),
+                let task = match client.with_task_body(serial::unserialize) {
+                    Ok(task) => robj(task),
+                    Err(e) => {
+                        // its raw vectors are still to come: drop them
+                        let rest = raw.iter().map(|(_, n)| n).sum();
+                        if !client.skip_raw(epoch, rest) {
+                            return Ok(r!(-1));
+                        }
+                        client.start_task(id, epoch);
+                        return Ok(list!(id as f64, flags as i32, epoch as f64, (), e).into());
+                    }
+                };
+                match fill_raw_args(client, epoch, &task, &raw) {
+                    Ok(()) => {}
+                    Err(RawError::Connection) => return Ok(r!(-1)),
+                    Err(RawError::Task(e)) => {
+                        client.start_task(id, epoch);
+                        return Ok(list!(id as f64, flags as i32, epoch as f64, (), e).into());
+                    }
                 }
-                .into());
+                client.start_task(id, epoch);
+                return Ok(list!(id as f64, flags as i32, epoch as f64, task).into());
             }
             Some(Incoming::Disconnected) => return Ok(r!(0)),
             Some(Incoming::Exit) => return Ok(r!(2)),
@@ -432,6 +487,56 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
             }
         }
     }
+}
+
+enum RawError {
+    /// The connection failed mid-task.
+    Connection,
+    /// The task cannot be rebuilt (the message says why).
+    Task(String),
+}
+
+/// Read a task's raw vectors (see `rawargs`) straight into new R vectors
+/// and put them in their places in `task`. On a task error, the vectors
+/// not yet read are still on the connection.
+fn fill_raw_args(
+    client: &Client,
+    epoch: u64,
+    task: &Robj,
+    raw: &[(rawargs::RawArg, usize)],
+) -> std::result::Result<(), RawError> {
+    if !raw.is_empty() {
+        // Free the previous large task's vectors before allocating this
+        // one's: R would collect them only later, after the process had
+        // grown by fresh memory that costs page faults to fill.
+        unsafe { crate::rapi::R_gc() };
+    }
+    for (i, (arg, _)) in raw.iter().enumerate() {
+        let Some(mut buf) = rawargs::buffer(arg) else {
+            let rest = raw[i..].iter().map(|(_, n)| n).sum();
+            if !client.skip_raw(epoch, rest) {
+                return Err(RawError::Connection);
+            }
+            return Err(RawError::Task(
+                "not enough memory for the task's data".into(),
+            ));
+        };
+        if !client.read_raw(epoch, buf.data_mut()) {
+            return Err(RawError::Connection);
+        }
+        let v = rawargs::into_vector(arg, buf).map(robj);
+        let placed = v
+            .as_ref()
+            .is_some_and(|v| rawargs::put_back(unsafe { task.get() }, arg, unsafe { v.get() }));
+        if !placed {
+            let rest = raw[i + 1..].iter().map(|(_, n)| n).sum();
+            if !client.skip_raw(epoch, rest) {
+                return Err(RawError::Connection);
+            }
+            return Err(RawError::Task("malformed task".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Send the result of task `id` back on the connection it came from.

@@ -12,6 +12,7 @@
 
 use crate::aio::{Aio, Canceller, Outcome, ERR_CONNECTION_RESET, ERR_TIMEOUT};
 use crate::link::{Link, Outgoing};
+use crate::outframe::OutFrame;
 use crate::protocol::*;
 use crate::runtime::runtime;
 use crate::scheduler::State;
@@ -254,7 +255,7 @@ impl Host {
             failed = lost;
             for link in links {
                 if send_exit {
-                    let _ = link.tx.send((Arc::new(frame(EXIT, &[])), 0));
+                    let _ = link.tx.send((Arc::new(frame(EXIT, &[]).into()), 0));
                 }
                 failed.extend(link.inflight.into_values());
             }
@@ -496,6 +497,18 @@ async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<FromDa
     ))
 }
 
+async fn write_frame_from<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &OutFrame,
+    from: usize,
+) -> std::io::Result<()> {
+    let chunks: Vec<&[u8]> = frame.chunks_from(from).collect();
+    for chunk in chunks {
+        w.write_all(chunk).await?;
+    }
+    Ok(())
+}
+
 /// Drain a connection's queued frames onto the socket, coalescing whatever
 /// is queued into one flush; once drained, let the R thread write directly
 /// again. Ends (closing the write side) when every sender is gone.
@@ -506,12 +519,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut w = BufWriter::with_capacity(IO_BUFFER, wr);
-    while let Some((buf, from)) = rx.recv().await {
-        if w.write_all(&buf[from..]).await.is_err() {
+    while let Some((frame, from)) = rx.recv().await {
+        if write_frame_from(&mut w, &frame, from).await.is_err() {
             return;
         }
         while let Ok((more, from)) = rx.try_recv() {
-            if w.write_all(&more[from..]).await.is_err() {
+            if write_frame_from(&mut w, &more, from).await.is_err() {
                 return;
             }
         }

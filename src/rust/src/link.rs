@@ -2,6 +2,7 @@
 //! which of its tasks are unfinished.
 
 use crate::aio::Aio;
+use crate::outframe::OutFrame;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use tokio::sync::mpsc;
 
 /// A frame, shared: the dispatcher keeps a task's frame until the daemon
 /// answers, to send it elsewhere if the daemon leaves without starting it.
-pub type SharedFrame = Arc<Vec<u8>>;
+pub type SharedFrame = Arc<OutFrame>;
 
 /// Bytes for a connection's writer task: a frame, from the given offset on
 /// (the part a direct write did not get onto the socket).
@@ -72,8 +73,20 @@ impl Link {
     }
 }
 
-/// Write as much of `buf` as the socket takes without blocking.
-fn write_nonblocking(fd: RawFd, buf: &[u8]) -> usize {
+/// Write as much of `frame` as the socket takes without blocking.
+fn write_nonblocking(fd: RawFd, frame: &OutFrame) -> usize {
+    let mut done = 0;
+    for chunk in frame.chunks_from(0) {
+        let n = write_some(fd, chunk);
+        done += n;
+        if n < chunk.len() {
+            break;
+        }
+    }
+    done
+}
+
+fn write_some(fd: RawFd, buf: &[u8]) -> usize {
     let mut done = 0;
     while done < buf.len() {
         let n = unsafe {

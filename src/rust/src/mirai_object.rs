@@ -136,6 +136,7 @@ pub fn aio_of(m: SEXP) -> Option<Arc<Aio>> {
 
 /// Collect every mirai whose aio has completed (see the module docs).
 pub fn collect() {
+    crate::outframe::release_pending();
     let slots = aio::take_completed();
     if slots.is_empty() {
         return;

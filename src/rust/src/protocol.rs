@@ -51,6 +51,14 @@ pub const LEAVING: u8 = 8;
 
 /// Task flag: evaluate keeping state (`everywhere()`), skipping cleanup.
 pub const FLAG_KEEP_STATE: u8 = 1;
+/// Task flag: large plain vectors among the task's objects travel as raw
+/// data after the serialized task (see `rawargs`). The body continues with
+/// the serialized length (u64), the serialized task, the number of vectors
+/// (u32) and a [`RAW_ARG_HEADER_LEN`]-byte header for each (list u8, 3
+/// padding, index u32, R type u8, 7 padding, length u64), then the data of
+/// each vector in turn.
+pub const FLAG_RAW_ARGS: u8 = 2;
+pub const RAW_ARG_HEADER_LEN: usize = 24;
 /// Result flag: the value is an evaluation error (miraiError/Interrupt).
 pub const FLAG_ERROR: u8 = 1;
 /// Result flag: the value is a plain atomic vector sent as raw data: the

@@ -41,6 +41,7 @@ extern "C" {
         data: *mut c_void,
     ) -> Rboolean;
     pub fn R_CheckUserInterrupt();
+    pub fn R_gc();
     pub fn Rf_error(fmt: *const c_char, ...) -> !;
     /// Set by R's SIGINT handler; acted on at R's next interrupt check.
     pub static mut R_interrupts_pending: c_int;

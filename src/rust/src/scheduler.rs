@@ -16,6 +16,7 @@
 
 use crate::aio::{Aio, Outcome, ERR_CONNECTION_RESET};
 use crate::link::{Link, SharedFrame};
+use crate::outframe::OutFrame;
 use crate::protocol::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 /// A task ready to go: its aio and its complete TASK frame.
 pub struct Task {
     pub aio: Arc<Aio>,
-    pub frame: Vec<u8>,
+    pub frame: OutFrame,
 }
 
 /// Build a TASK frame for `aio` whose payload the caller appends, then
@@ -39,7 +40,7 @@ fn broadcast_frame(aio: &Aio, body: &[u8]) -> SharedFrame {
     let mut f = task_frame(aio, FLAG_KEEP_STATE, body.len());
     f.extend_from_slice(body);
     finish_frame(&mut f);
-    Arc::new(f)
+    Arc::new(f.into())
 }
 
 /// Dispatcher: an ordinary task on a daemon. Its frame is kept until the
@@ -302,7 +303,9 @@ impl State {
         self.completed += 1;
         if let Some(running) = self.executing.get(&aio.id) {
             if let Some(link) = self.links.get_mut(&running.conn) {
-                link.send(Arc::new(frame(CANCEL, &(aio.id as u64).to_le_bytes())));
+                link.send(Arc::new(
+                    frame(CANCEL, &(aio.id as u64).to_le_bytes()).into(),
+                ));
             }
         } else if !self.closed {
             self.cancelled_in_queue += 1;
@@ -334,7 +337,7 @@ impl State {
             if !running.aio.is_pending() {
                 continue; // cancelled meanwhile
             }
-            let frame = Arc::try_unwrap(running.frame).unwrap_or_else(|f| (*f).clone());
+            let frame = Arc::unwrap_or_clone(running.frame);
             self.budget.add(frame.len());
             self.queue.push_front(Task {
                 aio: running.aio,

@@ -56,7 +56,10 @@ fn task(host: &Arc<Host>, payload: &[u8]) -> Task {
     let mut frame = task_frame(&aio, 0, payload.len());
     frame.extend_from_slice(payload);
     finish_frame(&mut frame);
-    Task { aio, frame }
+    Task {
+        aio,
+        frame: frame.into(),
+    }
 }
 
 fn submit(host: &Arc<Host>, payload: &[u8], timeout: Option<Duration>) -> Arc<Aio> {

@@ -20,7 +20,7 @@ pub fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
     host.submit(
         Task {
             aio: aio.clone(),
-            frame: f,
+            frame: f.into(),
         },
         None,
     );
