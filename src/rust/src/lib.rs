@@ -11,7 +11,8 @@
 //!   connected daemon; [`scheduler`]: round-robin or dispatcher
 //! - [`daemon`]: the daemon side of a connection; [`cleanup`]: its state checks
 //! - [`serial`]: R serialization into and out of Rust buffers; [`rvec`]:
-//!   large plain vectors without serialization
+//!   large plain vectors without serialization (results), [`rawargs`]: the
+//!   same for a task's objects, [`outframe`]: frames that carry R memory
 //! - [`launch`]: starting daemon processes
 //! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 

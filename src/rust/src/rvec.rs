@@ -2,7 +2,9 @@
 //! an attribute-free atomic vector straight from R's memory onto the
 //! socket, and the host reads it into a buffer laid out so that it can
 //! become the R vector itself (through `allocVector3`'s custom allocator):
-//! no serialize or unserialize copy, and no fresh memory for R to fault in.
+//! no serialize or unserialize copy, and no fresh memory for R to fault in
+//! (the buffer's pages are populated in one call as it is allocated).
+//! Daemons use the same buffers for a task's large objects (`rawargs`).
 //!
 //! The layout R puts in front of a custom-allocated vector's data is
 //! measured once, at run time, with a probe allocation.
