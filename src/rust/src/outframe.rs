@@ -30,8 +30,14 @@ impl Drop for RKeep {
 #[derive(Clone)]
 pub struct OutFrame {
     head: Vec<u8>,
-    raw: Vec<RawSlice>,
-    _keep: Option<Arc<RKeep>>,
+    /// Boxed: most frames have none, and a queued task should stay small.
+    r_data: Option<Box<RData>>,
+}
+
+#[derive(Clone)]
+struct RData {
+    slices: Vec<RawSlice>,
+    _keep: Arc<RKeep>,
 }
 
 // The raw slices point into R vectors that are protected (R_PreserveObject)
@@ -43,11 +49,7 @@ unsafe impl Sync for OutFrame {}
 
 impl From<Vec<u8>> for OutFrame {
     fn from(head: Vec<u8>) -> OutFrame {
-        OutFrame {
-            head,
-            raw: Vec::new(),
-            _keep: None,
-        }
+        OutFrame { head, r_data: None }
     }
 }
 
@@ -60,21 +62,28 @@ impl OutFrame {
     /// `keep` refers to.
     pub unsafe fn with_r_data(head: Vec<u8>, raw: &[&[u8]], keep: extendr_ffi::SEXP) -> OutFrame {
         extendr_ffi::R_PreserveObject(keep);
+        let slices = raw
+            .iter()
+            .map(|s| RawSlice {
+                ptr: s.as_ptr(),
+                len: s.len(),
+            })
+            .collect();
         OutFrame {
             head,
-            raw: raw
-                .iter()
-                .map(|s| RawSlice {
-                    ptr: s.as_ptr(),
-                    len: s.len(),
-                })
-                .collect(),
-            _keep: Some(Arc::new(RKeep(keep as usize))),
+            r_data: Some(Box::new(RData {
+                slices,
+                _keep: Arc::new(RKeep(keep as usize)),
+            })),
         }
     }
 
+    fn slices(&self) -> &[RawSlice] {
+        self.r_data.as_ref().map_or(&[], |d| &d.slices)
+    }
+
     pub fn len(&self) -> usize {
-        self.head.len() + self.raw.iter().map(|r| r.len).sum::<usize>()
+        self.head.len() + self.slices().iter().map(|r| r.len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,7 +93,7 @@ impl OutFrame {
     /// The frame's bytes from `offset` on, as consecutive slices.
     pub fn chunks_from(&self, offset: usize) -> impl Iterator<Item = &[u8]> {
         let raw = self
-            .raw
+            .slices()
             .iter()
             .map(|r| unsafe { std::slice::from_raw_parts(r.ptr, r.len) });
         std::iter::once(self.head.as_slice())
@@ -115,11 +124,13 @@ mod tests {
         let data = [7u8; 5];
         let f = OutFrame {
             head: vec![1, 2, 3],
-            raw: vec![RawSlice {
-                ptr: data.as_ptr(),
-                len: data.len(),
-            }],
-            _keep: None,
+            r_data: Some(Box::new(RData {
+                slices: vec![RawSlice {
+                    ptr: data.as_ptr(),
+                    len: data.len(),
+                }],
+                _keep: Arc::new(RKeep(0)),
+            })),
         };
         assert_eq!(f.len(), 8);
         let all: Vec<u8> = f.chunks_from(0).flatten().copied().collect();
@@ -127,5 +138,7 @@ mod tests {
         let rest: Vec<u8> = f.chunks_from(4).flatten().copied().collect();
         assert_eq!(rest, [7, 7, 7, 7]);
         assert_eq!(f.chunks_from(8).count(), 0);
+        // no R object behind this test frame: nothing to release
+        std::mem::forget(f);
     }
 }
