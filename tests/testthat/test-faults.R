@@ -163,7 +163,7 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   host_answers()
 
   # a peer passing the handshake, then speaking nonsense, is dropped again
-  hello_ok <- c(charToRaw("MIRAI"), as.raw(0), as.raw(c(1, 0)), charToRaw(version))
+  hello_ok <- c(charToRaw("MIRAI"), as.raw(0), as.raw(c(2, 0)), charToRaw(version)) # protocol 2
   con <- open_peer()
   writeBin(frame_bytes(1, hello_ok), con)
   flush(con)

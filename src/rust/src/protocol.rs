@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
 /// Bumped whenever the framing or message layout changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const HEADER_LEN: usize = 9;
