@@ -222,7 +222,8 @@ main <- function() {
   header(opts)
   jobs <- Filter(function(j) j[1] %in% opts$only, JOBS)
   if (opts$dispatcher) {
-    extra <- Filter(function(j) j[2] == "mirai", jobs)
+    # rtdisp measures both settings itself
+    extra <- Filter(function(j) j[2] == "mirai" && j[1] != "rtdisp", jobs)
     jobs <- c(jobs, lapply(extra, function(j) c(j, "disp")))
   }
   res <- list()
