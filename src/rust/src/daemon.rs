@@ -146,13 +146,7 @@ fn read_message(
     body: &mut Vec<u8>,
 ) -> std::io::Result<(u8, Vec<(RawArg, usize)>)> {
     let mut r = stream;
-    let mut header = [0u8; HEADER_LEN];
-    r.read_exact(&mut header)?;
-    let kind = header[0];
-    let len = u64::from_le_bytes(header[1..].try_into().unwrap());
-    if len > FRAME_MAX {
-        return Err(invalid("frame length exceeds the limit"));
-    }
+    let (kind, len) = read_header_blocking(r, FRAME_MAX)?;
     body.clear();
     if kind != TASK || len < ID_FLAGS_LEN as u64 {
         read_into(r, len, body)?;

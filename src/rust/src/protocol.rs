@@ -131,15 +131,21 @@ pub fn read_frame_blocking<R: std::io::Read>(r: R, max: u64) -> io::Result<Frame
     Ok(Frame { kind, body })
 }
 
-/// Read one frame's body into `body` (reusing its memory); returns the kind.
-pub fn read_frame_into<R: std::io::Read>(mut r: R, max: u64, body: &mut Vec<u8>) -> io::Result<u8> {
+/// Read a frame header (blocking): the kind and the body length, at most
+/// `max`.
+pub fn read_header_blocking<R: std::io::Read>(mut r: R, max: u64) -> io::Result<(u8, u64)> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header)?;
-    let kind = header[0];
     let len = u64::from_le_bytes(header[1..].try_into().unwrap());
     if len > max {
         return Err(invalid("frame length exceeds the limit"));
     }
+    Ok((header[0], len))
+}
+
+/// Read one frame's body into `body` (reusing its memory); returns the kind.
+pub fn read_frame_into<R: std::io::Read>(mut r: R, max: u64, body: &mut Vec<u8>) -> io::Result<u8> {
+    let (kind, len) = read_header_blocking(&mut r, max)?;
     body.clear();
     crate::buffer::reserve(body, len as usize)?;
     let got = std::io::Read::take(r, len).read_to_end(body)?;
