@@ -5,7 +5,10 @@
 #' a limit is reached. [daemons()] and the launchers start daemons with
 #' this function; call it directly only to deploy daemons by hand.
 #'
-#' @param url the host URL to dial, e.g. `"tcp://10.75.32.70:5555"`.
+#' @param url the host URL to dial, e.g. `"tcp://10.75.32.70:5555"`. The
+#'   host admits only daemons that present its secret, which `daemon()`
+#'   reads from the environment variable `MIRAI_SECRET` (the commands from
+#'   [launch_remote()] set it).
 #' @param dispatcher logical: whether the host uses a dispatcher.
 #' @param ... reserved for future use.
 #' @param asyncdial logical: `FALSE` (default) makes a single attempt to
@@ -51,7 +54,11 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   if (!is.null(rs) && (!is.integer(rs) || length(rs) != 7L))
     stop("`rs` must be NULL or an integer L'Ecuyer-CMRG seed of length 7", call. = FALSE)
 
-  conn <- .Call(wrap__daemon_dial, url, asyncdial, autoexit, tempdir())
+  # the secret proving this daemon was launched by its host (see
+  # launch_remote()): taken out of the environment so tasks cannot read it
+  secret <- Sys.getenv("MIRAI_SECRET")
+  Sys.unsetenv("MIRAI_SECRET")
+  conn <- .Call(wrap__daemon_dial, url, asyncdial, autoexit, tempdir(), secret)
   on.exit(.Call(wrap__daemon_finish, conn))
   if (!output) {
     devnull <- file(nullfile(), open = "w")

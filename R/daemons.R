@@ -121,7 +121,11 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
 # Listen at `url` for profile `name`. If that fails while the profile's
 # current host holds this very URL, close the current host and try again.
 .listen <- function(url, name, dispatcher, memory) {
-  listen <- function() .Call(wrap__host_listen, url, FALSE, dispatcher, memory %||% 0)
+  # MIRAI_SECRET, if set, is the secret instead of a fresh random one:
+  # daemons that outlive their host (autoexit = FALSE) can then serve a
+  # new host at the same URL
+  listen <- function() .Call(wrap__host_listen, url, FALSE, dispatcher, memory %||% 0,
+                             Sys.getenv("MIRAI_SECRET"))
   host <- tryCatch(listen(), error = identity)
   if (!inherits(host, "error")) return(host)
   current <- ..[[name]]
@@ -194,7 +198,9 @@ with.miraiDaemons <- function(data, expr, ...) {
 #'   `mirai`, the numbers of tasks `c(awaiting, executing, completed)`
 #'   (completed counts tasks answered, cancelled or timed out), and
 #'   `memory`, the payload bytes queued at the dispatcher `c(used, peak,
-#'   capacity)` in MB (capacity `NA` when unbounded).
+#'   capacity)` in MB (capacity `NA` when unbounded); and `refused`, the
+#'   number of peers refused at the handshake (without the host's secret,
+#'   of another version, or not speaking the protocol).
 #' @examples
 #' \donttest{
 #' daemons(1, dispatcher = FALSE)
@@ -215,6 +221,7 @@ status <- function(.compute = NULL) {
     out$mirai <- c(awaiting = stats[3L], executing = stats[4L], completed = stats[5L])
     out$memory <- c(used = stats[6L], peak = stats[7L], capacity = stats[8L]) / 1e6
   }
+  out$refused <- .Call(wrap__host_counts, profile$host)[3L]
   out
 }
 

@@ -13,6 +13,24 @@
 #' @inheritParams mirai
 #' @return `launch_local()`: `n`, invisibly. `launch_remote()`: the launch
 #'   commands (class 'miraiLaunchCmd'), invisibly when they were run.
+#'
+#' @section Authentication:
+#' A host admits only daemons that present its secret: a random value made
+#' for each compute profile when daemons are set. Local daemons receive it
+#' in their environment. The commands from `launch_remote()` carry it as
+#' `MIRAI_SECRET=... Rscript ...`, so anyone who can read them can connect
+#' a daemon: treat them like a password. Do not paste them into logs or
+#' shared documents, and prefer launching through [ssh_config()] or a
+#' scheduler over running them where other users can list your processes'
+#' command lines (the secret is visible in the shell command while it
+#' starts). A peer without the secret, such as anything that finds an open
+#' tcp port, is dropped before it receives any task and is told nothing;
+#' `status()$refused` counts such peers.
+#'
+#' If the environment variable `MIRAI_SECRET` is set in the host session,
+#' [daemons()] uses its value instead of a random one: daemons started with
+#' that value (and `autoexit = FALSE`) can then serve a new host at the same
+#' URL, in this session or a later one. Choose a long random value.
 #' @examples
 #' \donttest{
 #' daemons(url = local_url(), dispatcher = FALSE)
@@ -38,9 +56,10 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   if (is.list(remote$args) && length(remote$args) > 1L && n != 1L && n != length(remote$args))
     stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
+  secret <- attr(profile$host, "secret")
   cmds <- vapply(seq_len(n), function(i) {
     args <- .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher)
-    paste(shQuote(remote$rscript), "-e", shQuote(args[2L]))
+    paste(paste0("MIRAI_SECRET=", secret), shQuote(remote$rscript), "-e", shQuote(args[2L]))
   }, character(1L))
   cmds <- structure(cmds, class = "miraiLaunchCmd")
   if (is.null(remote$command)) return(cmds)

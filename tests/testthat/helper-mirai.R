@@ -1,5 +1,19 @@
 # Shared helpers for the mirai test suite.
 
+# Hosts take their secret from MIRAI_SECRET when it is set: with one for the
+# whole suite, daemons started by hand (which inherit this environment) are
+# admitted, and daemons can be started before their host. Tests of the
+# random per-profile secret unset it.
+TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
+Sys.setenv(MIRAI_SECRET = TEST_SECRET)
+
+# A handshake (HELLO body) as a daemon of this version sends it.
+hello_bytes <- function(protocol = 2L, secret = TEST_SECRET) {
+  version <- charToRaw(as.character(utils::packageVersion("mirai")))
+  c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version,
+    charToRaw(secret))
+}
+
 # Poll `cond()` until it is TRUE or `timeout` seconds pass; returns whether
 # it became TRUE.
 wait_for <- function(cond, timeout = 10, interval = 0.02) {

@@ -210,7 +210,7 @@ test_that("status() and info() count tasks with dispatcher", {
   on.exit(daemons(0))
   expect_true(wait_conn(2))
   s <- status()
-  expect_named(s, c("connections", "daemons", "mirai", "memory"))
+  expect_named(s, c("connections", "daemons", "mirai", "memory", "refused"))
   expect_identical(s$connections, 2L)
   expect_named(s$mirai, c("awaiting", "executing", "completed"))
   expect_named(s$memory, c("used", "peak", "capacity"))

@@ -146,8 +146,7 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   host_answers()
 
   # a well-formed HELLO with the wrong protocol version: refused with a reason
-  version <- as.character(utils::packageVersion("mirai"))
-  hello <- c(charToRaw("MIRAI"), as.raw(0), as.raw(c(99, 0)), charToRaw(version))
+  hello <- hello_bytes(protocol = 99L)
   con <- open_peer()
   writeBin(frame_bytes(1, hello), con)
   flush(con)
@@ -163,7 +162,7 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   host_answers()
 
   # a peer passing the handshake, then speaking nonsense, is dropped again
-  hello_ok <- c(charToRaw("MIRAI"), as.raw(0), as.raw(c(2, 0)), charToRaw(version)) # protocol 2
+  hello_ok <- hello_bytes()
   con <- open_peer()
   writeBin(frame_bytes(1, hello_ok), con)
   flush(con)

@@ -93,6 +93,8 @@ struct Watch {
 /// Used from R's main thread only; the locks just make that safe to state.
 pub struct Client {
     url: Url,
+    /// Presented to the host in every HELLO (see `host::new_secret`).
+    secret: Vec<u8>,
     autoexit: AutoExit,
     conn: Mutex<Option<Conn>>,
     /// Whether to (re)dial when there is no connection.
@@ -113,10 +115,13 @@ enum DialError {
     Refused(String),
 }
 
-fn connect_once(url: &Url) -> Result<SyncStream, DialError> {
+fn connect_once(url: &Url, secret: &[u8]) -> Result<SyncStream, DialError> {
     let io = |e: std::io::Error| DialError::Io(e.to_string());
     let s = dial_sync(url, DIAL_TIMEOUT).map_err(io)?;
-    let hello = frame(HELLO, &hello_body(PROTOCOL_VERSION, &advertised_version()));
+    let hello = frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, &advertised_version(), secret),
+    );
     (&s).write_all(&hello).map_err(io)?;
     s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
     let reply = read_frame_blocking(&s, HANDSHAKE_MAX)
@@ -254,13 +259,14 @@ impl Client {
         asyncdial: bool,
         autoexit: AutoExit,
         tempdir: String,
+        secret: String,
     ) -> Result<Client, String> {
         let parsed = Url::parse(url)?;
         keep_freed_memory();
         let first = if asyncdial {
             None
         } else {
-            match connect_once(&parsed) {
+            match connect_once(&parsed, secret.as_bytes()) {
                 Ok(s) => Some(Conn {
                     stream: s,
                     epoch: 1,
@@ -288,6 +294,7 @@ impl Client {
             .map_err(|e| e.to_string())?;
         Ok(Client {
             url: parsed,
+            secret: secret.into_bytes(),
             autoexit,
             may_dial: AtomicBool::new(first.is_none()),
             epoch: AtomicU64::new(first.as_ref().map_or(0, |c| c.epoch)),
@@ -403,7 +410,7 @@ impl Client {
             }
         }
         *self.next_dial.lock() = Instant::now() + REDIAL_INTERVAL;
-        match connect_once(&self.url) {
+        match connect_once(&self.url, &self.secret) {
             Ok(stream) => {
                 let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.conn.lock() = Some(Conn { stream, epoch });

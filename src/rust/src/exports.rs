@@ -92,17 +92,33 @@ fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
 
 /// Listen at `url`; an ephemeral host serves one task to one process.
 /// With `dispatcher`, `memory_mb` (> 0 and finite) bounds queued payloads.
+/// Daemons must present `secret`, or a fresh random one if it is empty
+/// (the handle's "secret" attribute).
 #[extendr]
-fn host_listen(url: &str, ephemeral: bool, dispatcher: bool, memory_mb: f64) -> Result<Robj> {
+fn host_listen(
+    url: &str,
+    ephemeral: bool,
+    dispatcher: bool,
+    memory_mb: f64,
+    secret: &str,
+) -> Result<Robj> {
     let memory_limit =
         (memory_mb.is_finite() && memory_mb > 0.0).then_some((memory_mb * 1e6) as u64);
+    let secret = if secret.is_empty() {
+        crate::host::new_secret().map_err(|e| format!("cannot make a secret: {e}"))?
+    } else {
+        secret.to_string()
+    };
     let config = HostConfig {
         ephemeral,
         dispatcher,
         memory_limit: memory_limit.filter(|_| dispatcher),
+        secret: Some(secret.clone().into_bytes()),
     };
     let h = Host::listen_with(url, config)?;
-    Ok(robj(new_handle(Arc::new(HostHandle(h)))))
+    let mut handle = robj(new_handle(Arc::new(HostHandle(h))));
+    handle.set_attrib("secret", secret)?;
+    Ok(handle)
 }
 
 #[extendr]
@@ -295,8 +311,15 @@ fn host_close(h: Robj, send_exit: bool) -> Result<()> {
 fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Result<i32> {
     let host = host(&h)?.clone();
     host.process_launched();
+    let secret = host
+        .config()
+        .secret
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
     let on_exit: Box<dyn FnOnce() + Send> = Box::new(move || host.process_exited());
-    let pid = launch::spawn(program, &args, output, Some(on_exit))
+    let env = [("MIRAI_SECRET", secret.as_str())];
+    let pid = launch::spawn(program, &args, &env, output, Some(on_exit))
         .map_err(|e| format!("cannot start '{program}': {e}"))?;
     Ok(pid as i32)
 }
@@ -412,7 +435,13 @@ fn aio_cancel(m: Robj) -> bool {
 
 /// Connect a daemon to its host. `autoexit`: TRUE, NA or FALSE.
 #[extendr]
-fn daemon_dial(url: &str, asyncdial: bool, autoexit: Rbool, tempdir: &str) -> Result<Robj> {
+fn daemon_dial(
+    url: &str,
+    asyncdial: bool,
+    autoexit: Rbool,
+    tempdir: &str,
+    secret: &str,
+) -> Result<Robj> {
     let mode = if autoexit.is_na() {
         AutoExit::AfterTask
     } else if autoexit.is_true() {
@@ -420,7 +449,13 @@ fn daemon_dial(url: &str, asyncdial: bool, autoexit: Rbool, tempdir: &str) -> Re
     } else {
         AutoExit::Never
     };
-    let c = Client::dial(url, asyncdial, mode, tempdir.to_string())?;
+    let c = Client::dial(
+        url,
+        asyncdial,
+        mode,
+        tempdir.to_string(),
+        secret.to_string(),
+    )?;
     Ok(robj(new_handle(Arc::new(c))))
 }
 

@@ -34,7 +34,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_BUFFER: usize = 16 * 1024;
 
 /// How a host schedules its tasks.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct HostConfig {
     /// Serve one task to one process, then close.
     pub ephemeral: bool,
@@ -42,6 +42,33 @@ pub struct HostConfig {
     pub dispatcher: bool,
     /// Dispatcher: budget in bytes for queued task payloads.
     pub memory_limit: Option<u64>,
+    /// The secret a daemon must present in its HELLO (see
+    /// [`new_secret`]); `None` admits any daemon of the right version.
+    pub secret: Option<Vec<u8>>,
+}
+
+/// A fresh random secret for a host, as the hex text launch commands carry.
+pub fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    let mut got = 0;
+    while got < bytes.len() {
+        let n = unsafe {
+            libc::getrandom(
+                bytes[got..].as_mut_ptr() as *mut libc::c_void,
+                bytes.len() - got,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        got += n as usize;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub struct Host {
@@ -99,8 +126,8 @@ impl Host {
             .map_err(|e| format!("cannot listen at '{url}': {e}"))?;
         let host = Arc::new(Host {
             url: bound.to_string(),
-            config,
             state: Mutex::new(State::new(config.dispatcher, config.memory_limit)),
+            config,
             links_changed: Condvar::new(),
             space: Condvar::new(),
             shutdown: watch::channel(false).0,
@@ -118,8 +145,8 @@ impl Host {
         &self.url
     }
 
-    pub fn config(&self) -> HostConfig {
-        self.config
+    pub fn config(&self) -> &HostConfig {
+        &self.config
     }
 
     /// A new aio for a task of this host: with dispatcher, cancelling it
@@ -406,6 +433,14 @@ async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
             return false;
         }
     };
+    // A peer of our protocol without the secret learns nothing, not even
+    // why: it was not launched by this host.
+    if let Some(secret) = &host.config.secret {
+        if hello.protocol == PROTOCOL_VERSION && !secret_matches(secret, &hello.secret) {
+            host.refuse();
+            return false;
+        }
+    }
     if let Some(reason) = check_hello(&hello) {
         host.refuse();
         eprintln!("mirai: refused a daemon at {}: {reason}", host.url);

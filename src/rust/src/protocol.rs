@@ -163,12 +163,17 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::
     w.flush().await
 }
 
-/// The daemon's opening message.
-pub fn hello_body(protocol: u16, package: &str) -> Vec<u8> {
-    let mut b = Vec::with_capacity(MAGIC.len() + 2 + package.len());
+/// The daemon's opening message: magic, protocol version, package version
+/// (length-prefixed) and the secret proving it was launched by this host
+/// (see `host`; empty when it has none).
+pub fn hello_body(protocol: u16, package: &str, secret: &[u8]) -> Vec<u8> {
+    let package = &package.as_bytes()[..package.len().min(255)];
+    let mut b = Vec::with_capacity(MAGIC.len() + 3 + package.len() + secret.len());
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&protocol.to_le_bytes());
-    b.extend_from_slice(package.as_bytes());
+    b.push(package.len() as u8);
+    b.extend_from_slice(package);
+    b.extend_from_slice(secret);
     b
 }
 
@@ -177,18 +182,42 @@ pub fn hello_body(protocol: u16, package: &str) -> Vec<u8> {
 pub struct Hello {
     pub protocol: u16,
     pub package: String,
+    pub secret: Vec<u8>,
 }
 
 pub fn parse_hello(frame: &Frame) -> io::Result<Hello> {
     let b = &frame.body;
-    if frame.kind != HELLO || b.len() < MAGIC.len() + 2 || &b[..MAGIC.len()] != MAGIC {
+    let at = MAGIC.len();
+    if frame.kind != HELLO || b.len() < at + 3 || &b[..at] != MAGIC {
         return Err(invalid("not a mirai handshake"));
     }
-    let protocol = u16::from_le_bytes([b[MAGIC.len()], b[MAGIC.len() + 1]]);
-    let package = std::str::from_utf8(&b[MAGIC.len() + 2..])
+    let protocol = u16::from_le_bytes([b[at], b[at + 1]]);
+    let n = b[at + 2] as usize;
+    let rest = &b[at + 3..];
+    if rest.len() < n {
+        return Err(invalid("truncated handshake"));
+    }
+    let package = std::str::from_utf8(&rest[..n])
         .map_err(|_| invalid("package version is not UTF-8"))?
         .to_string();
-    Ok(Hello { protocol, package })
+    Ok(Hello {
+        protocol,
+        package,
+        secret: rest[n..].to_vec(),
+    })
+}
+
+/// Whether `given` is the `expected` secret, in time that does not depend
+/// on where they differ.
+pub fn secret_matches(expected: &[u8], given: &[u8]) -> bool {
+    if expected.len() != given.len() {
+        return false;
+    }
+    expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// The host's verdict on a HELLO: `None` to accept, or the reason to refuse.
@@ -238,17 +267,38 @@ mod tests {
     }
 
     #[test]
+    fn hello_carries_the_secret() {
+        let f = Frame {
+            kind: HELLO,
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b"s3cret"),
+        };
+        let h = parse_hello(&f).unwrap();
+        assert_eq!(h.package, PACKAGE_VERSION);
+        assert_eq!(h.secret, b"s3cret");
+        assert!(secret_matches(b"s3cret", &h.secret));
+        assert!(!secret_matches(b"s3creT", &h.secret));
+        assert!(!secret_matches(b"s3cre", &h.secret));
+        let mut cut = f.body.clone();
+        cut.truncate(MAGIC.len() + 4);
+        assert!(parse_hello(&Frame {
+            kind: HELLO,
+            body: cut
+        })
+        .is_err());
+    }
+
+    #[test]
     fn hello_checks_magic_and_versions() {
         let ok = Frame {
             kind: HELLO,
-            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
         };
         let h = parse_hello(&ok).unwrap();
         assert_eq!(check_hello(&h), None);
 
         let old = Frame {
             kind: HELLO,
-            body: hello_body(PROTOCOL_VERSION + 1, "1.0.0"),
+            body: hello_body(PROTOCOL_VERSION + 1, "1.0.0", b""),
         };
         let msg = check_hello(&parse_hello(&old).unwrap()).unwrap();
         assert!(msg.contains("version mismatch"), "{msg}");
@@ -261,7 +311,7 @@ mod tests {
         assert!(parse_hello(&junk).is_err());
         let wrong_kind = Frame {
             kind: TASK,
-            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
         };
         assert!(parse_hello(&wrong_kind).is_err());
     }

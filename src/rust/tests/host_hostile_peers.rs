@@ -43,7 +43,7 @@ fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
     let mut s = connect(host);
     s.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
     ))
     .unwrap();
     assert_eq!(
@@ -103,8 +103,11 @@ fn hostile_peers_are_dropped_while_tasks_run() {
 
     // a well-formed hello of another protocol version gets a reason
     let mut s = connect(&host);
-    s.write_all(&frame(HELLO, &hello_body(PROTOCOL_VERSION + 1, "0.1.0")))
-        .unwrap();
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION + 1, "0.1.0", b""),
+    ))
+    .unwrap();
     let got = assert_dropped(s);
     let reply = read_frame_blocking(&got[..], HANDSHAKE_MAX).unwrap();
     assert_eq!(reply.kind, REJECT);
@@ -132,4 +135,57 @@ fn a_silent_peer_does_not_block_other_connections() {
     wait(&a);
     assert!(matches!(a.take(), Outcome::Value(..)));
     daemon.join().unwrap();
+}
+
+#[test]
+fn a_peer_without_the_hosts_secret_is_refused_silently() {
+    use mirai::host::{new_secret, HostConfig};
+    let secret = new_secret().unwrap();
+    assert_eq!(secret.len(), 64);
+    assert_ne!(secret, new_secret().unwrap());
+    let host = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            secret: Some(secret.clone().into_bytes()),
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    // no secret, then a wrong one: dropped without a word, counted, and
+    // no task reaches them
+    let queued = submit(&host, b"for a real daemon only");
+    for wrong in [
+        &b""[..],
+        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        let mut s = connect(&host);
+        s.write_all(&frame(
+            HELLO,
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, wrong),
+        ))
+        .unwrap();
+        assert!(
+            assert_dropped(s).is_empty(),
+            "a refused peer was told something"
+        );
+    }
+    wait_refused(&host, 2);
+    assert_eq!(host.connections(), 0);
+    assert!(queued.is_pending());
+    // the right secret is admitted and gets the task
+    let mut s = connect(&host);
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, secret.as_bytes()),
+    ))
+    .unwrap();
+    assert_eq!(
+        read_frame_blocking(&s, HANDSHAKE_MAX).unwrap().kind,
+        WELCOME
+    );
+    let task = read_frame_blocking(&s, FRAME_MAX).unwrap();
+    assert_eq!(&task.body[ID_FLAGS_LEN..], b"for a real daemon only");
+    s.write_all(&frame(RESULT, &task.body)).unwrap();
+    wait(&queued);
+    host.close(false);
 }
