@@ -98,14 +98,17 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   profile$url <- .Call(wrap__host_url, profile$host)
   profile$n <- if (missing(n)) 0L else as.integer(n)
   ..[[name]] <- profile
-  if (profile$n > 0L) {
-    ok <- FALSE
-    on.exit(if (!ok) .reset(name, exit = TRUE))
+  ok <- FALSE
+  on.exit(if (!ok) .reset(name, exit = TRUE))
+  if (!is.null(remote)) {
+    # n daemons through the launch configuration (default: one per entry)
+    count <- if (missing(n)) max(1L, length(remote$args)) else profile$n
+    launch_remote(count, remote = remote, .compute = name)
+  } else if (profile$n > 0L) {
     .launch_local(profile, profile$n, settings)
     .sync_daemons(profile, profile$n)
-    ok <- TRUE
   }
-  if (!is.null(remote)) launch_remote(remote = remote, .compute = name)
+  ok <- TRUE
   invisible(structure(TRUE, class = "miraiDaemons", profile = name))
 }
 

@@ -9,7 +9,8 @@
 #' @param n integer number of daemons to launch.
 #' @param ... daemon settings (see [daemon()]); if none are given, those
 #'   the profile was set with are used.
-#' @param remote a launch configuration from [remote_config()].
+#' @param remote a launch configuration from [remote_config()],
+#'   [ssh_config()] or [cluster_config()].
 #' @inheritParams mirai
 #' @return `launch_local()`: `n`, invisibly. `launch_remote()`: the launch
 #'   commands (class 'miraiLaunchCmd'), invisibly when they were run.
@@ -53,7 +54,9 @@ launch_local <- function(n = 1L, ..., .compute = NULL) {
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
   profile <- .launchable_profile(.compute)
   n <- .check_count(n)
-  if (is.list(remote$args) && length(remote$args) > 1L && n != 1L && n != length(remote$args))
+  if (!is.list(remote) || !is.list(remote$args))
+    stop("`remote` must be a launch configuration, e.g. from remote_config()", call. = FALSE)
+  if (length(remote$args) > 1L && n != 1L && n != length(remote$args))
     stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
   secret <- attr(profile$host, "secret")
@@ -63,14 +66,43 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   }, character(1L))
   cmds <- structure(cmds, class = "miraiLaunchCmd")
   if (is.null(remote$command)) return(cmds)
+  if (!nzchar(Sys.which(remote$command)))
+    stop(sprintf("launch command '%s' not found", remote$command), call. = FALSE)
+  tunnel <- if (isTRUE(remote$tunnel)) .ssh_tunnel(profile$url)
   for (i in seq_len(n)) {
-    cmd <- cmds[i]
-    if (remote$quote) cmd <- shQuote(cmd)
     args <- remote$args[[min(i, length(remote$args))]]
+    cmd <- if (remote$quote) shQuote(cmds[i]) else cmds[i]
+    if (isTRUE(remote$script)) {
+      .launch_script(remote, cmds[i])
+      next
+    }
+    args <- c(tunnel, args)
     args[args == "."] <- cmd
-    system2(remote$command, args, wait = FALSE, stdout = FALSE, stderr = FALSE)
+    status <- system2(remote$command, args, wait = isTRUE(remote$wait), stdout = FALSE,
+                      stderr = FALSE)
+    if (isTRUE(remote$wait) && !identical(status, 0L))
+      stop(sprintf("launch command '%s' failed with status %s", remote$command, status),
+           call. = FALSE)
   }
   invisible(cmds)
+}
+
+# ssh arguments forwarding the host's port to the same port on the remote
+# machine, so its daemons dial 127.0.0.1 and need no inbound access.
+.ssh_tunnel <- function(url) {
+  if (!grepl("^tcp://127\\.0\\.0\\.1:[0-9]+$", url))
+    stop("SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`", call. = FALSE)
+  port <- sub("^.*:", "", url)
+  c("-R", sprintf("%s:127.0.0.1:%s", port, port))
+}
+
+# Submit a job script running one daemon to a scheduler (or any command
+# that reads a script on its standard input).
+.launch_script <- function(remote, cmd) {
+  script <- tempfile("mirai-job-", fileext = ".sh")
+  writeLines(c("#!/bin/sh", remote$options, cmd), script)
+  system2(remote$command, stdin = script, stdout = FALSE, stderr = FALSE, wait = FALSE)
+  invisible()
 }
 
 #' @export
@@ -105,6 +137,75 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
     stop("`command` must be NULL or a character string", call. = FALSE)
   .check_flag(quote, "quote")
   list(command = command, args = args, rscript = rscript, quote = quote)
+}
+
+#' SSH Launch Configuration
+#'
+#' A launch configuration for [launch_remote()] and `daemons(remote = )`
+#' that starts daemons over SSH.
+#'
+#' @param remotes character vector of `"ssh://[user@]host[:port]"` URLs, one
+#'   per machine (port 22 if not given).
+#' @param tunnel logical: `TRUE` tunnels the host's port to the remote
+#'   machines (`ssh -R`), so they need no inbound access to the host; the
+#'   daemons `url` must then be `tcp://127.0.0.1:<port>`.
+#' @param timeout seconds to wait for each SSH connection.
+#' @param command the SSH executable (or a wrapper script taking the same
+#'   arguments).
+#' @param rscript the Rscript executable on the remote machines.
+#' @return A list (a launch configuration).
+#' @examples
+#' ssh_config(c("ssh://10.75.32.90:222", "ssh://user@nodename"))
+#' ssh_config("ssh://10.75.32.90", tunnel = TRUE)
+#' @export
+ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh",
+                       rscript = "Rscript") {
+  if (missing(remotes) || !is.character(remotes) || !length(remotes) || anyNA(remotes))
+    stop("`remotes` must be a character vector of ssh://[user@]host[:port] URLs", call. = FALSE)
+  .check_flag(tunnel, "tunnel")
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0)
+    stop("`timeout` must be a positive number of seconds", call. = FALSE)
+  pattern <- "^ssh://(([^@/]+)@)?([^:/@]+|\\[[^]/]+\\])(:([0-9]+))?/?$"
+  args <- lapply(remotes, function(r) {
+    if (!grepl(pattern, r))
+      stop(sprintf("`remotes`: '%s' is not of the form ssh://[user@]host[:port]", r), call. = FALSE)
+    user <- sub(pattern, "\\2", r)
+    host <- sub(pattern, "\\3", r)
+    port <- sub(pattern, "\\5", r)
+    c("-o", sprintf("ConnectTimeout=%d", as.integer(ceiling(timeout))),
+      "-fTp", if (nzchar(port)) port else "22",
+      if (nzchar(user)) paste0(user, "@", host) else host, ".")
+  })
+  list(command = command, args = args, rscript = rscript, quote = TRUE, tunnel = tunnel,
+       wait = TRUE)
+}
+
+#' HPC Cluster Launch Configuration
+#'
+#' A launch configuration for [launch_remote()] and `daemons(remote = )`
+#' that submits one job per daemon to a scheduler: Slurm (`sbatch`), SGE or
+#' PBS (`qsub`), LSF (`bsub`). Each job is a shell script made of `options`
+#' and the daemon's command, given to `command` on its standard input.
+#'
+#' @param command the submission command: `"sbatch"`, `"qsub"` or `"bsub"`
+#'   (any command reading a script on its standard input works).
+#' @param options scheduler directives, one per line, e.g.
+#'   `"#SBATCH --job-name=mirai\n#SBATCH --mem=10G"`; may also load modules
+#'   (`"module load R"`).
+#' @param rscript the Rscript executable on the cluster nodes.
+#' @return A list (a launch configuration).
+#' @examples
+#' cluster_config(command = "sbatch", options = "#SBATCH --job-name=mirai
+#' #SBATCH --mem=8G")
+#' @export
+cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript") {
+  if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command))
+    stop("`command` must be a character string", call. = FALSE)
+  if (!is.character(options) || anyNA(options))
+    stop("`options` must be a character string of scheduler directives", call. = FALSE)
+  options <- trimws(unlist(strsplit(options, "\n", fixed = TRUE)), "left")
+  list(command = command, args = list("."), rscript = rscript, quote = FALSE, script = TRUE,
+       options = options[nzchar(options)])
 }
 
 #' URL Constructors

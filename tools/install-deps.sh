@@ -5,7 +5,8 @@
 # crates come vendored with the package. Does nothing if all is present.
 set -euo pipefail
 PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
-      r-cran-knitr r-cran-rmarkdown r-cran-future r-cran-processx xz-utils"
+      r-cran-knitr r-cran-rmarkdown r-cran-future r-cran-processx xz-utils
+      openssh-server openssh-client iproute2"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,113 @@
+# Launch configurations against real parts: an OpenSSH server started for
+# the test, and a scheduler stand-in (/bin/sh) that runs the job script.
+
+# Start sshd on 127.0.0.1 at a random high port with a throwaway host key
+# and an authorized key; returns list(port, ssh = wrapper script, stop =
+# function). The daemons it starts run `Rscript` from a fresh login, so
+# mirai must be installed in R's default library (as CI does).
+start_sshd <- function() {
+  sshd <- "/usr/sbin/sshd"
+  skip_if_not(file.exists(sshd), "OpenSSH server not installed (Debian: openssh-server)")
+  skip_if_not(nzchar(Sys.which("ssh")) && nzchar(Sys.which("ssh-keygen")), "ssh client not installed")
+  skip_if_not(identical(Sys.info()[["effective_user"]], "root"), "sshd test runs as root (CI)")
+  dir <- tempfile("sshd-")
+  dir.create(dir, mode = "0700")
+  keygen <- function(file) system2("ssh-keygen", c("-q", "-t", "ed25519", "-N", "''", "-f", file))
+  keygen(file.path(dir, "host_key"))
+  keygen(file.path(dir, "client_key"))
+  file.copy(file.path(dir, "client_key.pub"), file.path(dir, "authorized_keys"))
+  if (!dir.exists("/run/sshd")) dir.create("/run/sshd", mode = "0755")
+  port <- sample(20000:40000, 1L)
+  writeLines(c(
+    sprintf("Port %d", port), "ListenAddress 127.0.0.1",
+    sprintf("HostKey %s", file.path(dir, "host_key")),
+    sprintf("AuthorizedKeysFile %s", file.path(dir, "authorized_keys")),
+    sprintf("PidFile %s", file.path(dir, "sshd.pid")),
+    "PermitRootLogin yes", "StrictModes no", "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no", "UsePAM no", "AllowTcpForwarding yes"
+  ), file.path(dir, "sshd_config"))
+  p <- processx::process$new(sshd, c("-D", "-e", "-f", file.path(dir, "sshd_config")),
+                             stdout = "|", stderr = "|", cleanup = TRUE)
+  ssh <- file.path(dir, "ssh")
+  writeLines(c("#!/bin/sh", sprintf(
+    "exec ssh -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \"$@\"",
+    file.path(dir, "client_key"))), ssh)
+  Sys.chmod(ssh, "0755")
+  ok <- wait_for(function() {
+    con <- tryCatch(suppressWarnings(socketConnection("127.0.0.1", port, open = "r+b", timeout = 1)),
+                    error = function(e) NULL)
+    if (is.null(con)) return(FALSE)
+    close(con)
+    TRUE
+  }, timeout = 10)
+  if (!ok) {
+    err <- paste(p$read_error_lines(), collapse = "\n")
+    kill_process(p)
+    skip(paste("sshd did not start:", err))
+  }
+  list(port = port, ssh = ssh, stop = function() {
+    kill_process(p)
+    unlink(dir, recursive = TRUE)
+  })
+}
+
+test_that("ssh_config() launches daemons over SSH, direct and tunnelled", {
+  sshd <- start_sshd()
+  on.exit(sshd$stop())
+  remote <- sprintf("ssh://root@127.0.0.1:%d", sshd$port)
+
+  cfg <- ssh_config(c(remote, remote), command = sshd$ssh)
+  daemons(url = "tcp://127.0.0.1:0", remote = cfg)
+  expect_true(wait_conn(2, timeout = 30))
+  pids <- unique(unlist(collect_mirai(lapply(1:6, function(i) mirai({
+    Sys.sleep(0.3)
+    Sys.getpid()
+  })))))
+  expect_length(pids, 2L)
+  daemons(0)
+  expect_true(wait_for(function() !any(vapply(pids, pid_alive, logical(1L))), timeout = 10))
+
+  daemons(url = "tcp://127.0.0.1:0", remote = ssh_config(remote, tunnel = TRUE, command = sshd$ssh))
+  on.exit(daemons(0), add = TRUE)
+  expect_true(wait_conn(1, timeout = 30))
+  expect_identical(mirai(6 * 7)[], 42)
+})
+
+test_that("ssh_config() builds the commands; bad input errors", {
+  cfg <- ssh_config(c("ssh://user@node:2222", "ssh://10.0.0.5"), timeout = 5)
+  expect_identical(cfg$args[[1L]], c("-o", "ConnectTimeout=5", "-fTp", "2222", "user@node", "."))
+  expect_identical(cfg$args[[2L]], c("-o", "ConnectTimeout=5", "-fTp", "22", "10.0.0.5", "."))
+  expect_true(cfg$quote)
+  expect_error(ssh_config("node"), "ssh://")
+  expect_error(ssh_config(1), "`remotes`")
+  expect_error(ssh_config("ssh://node", tunnel = NA), "`tunnel`")
+  # tunnelling needs a 127.0.0.1 host URL
+  daemons(url = local_url())
+  on.exit(daemons(0))
+  expect_error(launch_remote(1, ssh_config("ssh://node", tunnel = TRUE, command = "sh")),
+               "SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`", fixed = TRUE)
+})
+
+test_that("cluster_config() submits a job script that really runs", {
+  cfg <- cluster_config(command = "/bin/sh", options = "# scheduler directives here
+    export MIRAI_TEST_JOB=ran-as-job")
+  expect_identical(cfg$options, c("# scheduler directives here", "export MIRAI_TEST_JOB=ran-as-job"))
+  daemons(url = local_url(), remote = cfg)
+  on.exit(daemons(0))
+  expect_true(wait_conn(1, timeout = 20))
+  expect_identical(mirai(Sys.getenv("MIRAI_TEST_JOB"))[], "ran-as-job")
+  expect_error(cluster_config(command = 1), "`command`")
+})
+
+test_that("daemons(url, remote) resets the profile when launching fails", {
+  expect_error(
+    daemons(url = local_url(), remote = remote_config(command = "mirai-no-such-launcher", args = ".")),
+    "launch command 'mirai-no-such-launcher' not found"
+  )
+  expect_false(daemons_set())
+  expect_error(
+    daemons(url = local_url(), remote = ssh_config("ssh://127.0.0.1:1", command = "false")),
+    "failed with status"
+  )
+  expect_false(daemons_set())
+})
