@@ -10,7 +10,7 @@
 #' @param ... daemon settings (see [daemon()]); if none are given, those
 #'   the profile was set with are used.
 #' @param remote a launch configuration from [remote_config()],
-#'   [ssh_config()] or [cluster_config()].
+#'   [ssh_config()], [cluster_config()] or [http_config()].
 #' @inheritParams mirai
 #' @return `launch_local()`: `n`, invisibly. `launch_remote()`: the launch
 #'   commands (class 'miraiLaunchCmd'), invisibly when they were run.
@@ -65,6 +65,10 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     paste(paste0("MIRAI_SECRET=", secret), shQuote(remote$rscript), "-e", shQuote(args[2L]))
   }, character(1L))
   cmds <- structure(cmds, class = "miraiLaunchCmd")
+  if (isTRUE(remote$http)) {
+    for (cmd in cmds) .launch_http(remote, cmd)
+    return(invisible(cmds))
+  }
   if (is.null(remote$command)) return(cmds)
   if (!nzchar(Sys.which(remote$command)))
     stop(sprintf("launch command '%s' not found", remote$command), call. = FALSE)
@@ -94,6 +98,32 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     stop("SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`", call. = FALSE)
   port <- sub("^.*:", "", url)
   c("-R", sprintf("%s:127.0.0.1:%s", port, port))
+}
+
+# Ask an HTTP API to start one daemon running `cmd`.
+.launch_http <- function(remote, cmd) {
+  value <- function(x) if (is.function(x)) x() else x
+  headers <- unlist(value(remote$headers))
+  cookie <- value(remote$cookie)
+  token <- value(remote$token)
+  if (!is.null(cookie)) headers <- c(headers, Cookie = cookie)
+  if (!is.null(token)) headers <- c(headers, Authorization = paste("Bearer", token))
+  body <- .http_body(remote$data, cmd)
+  code <- .Call(wrap__http_request, value(remote$url), remote$method,
+                if (length(headers)) headers else c(x = "")[0L], body, 30)
+  if (code < 200L || code > 299L)
+    stop(sprintf("HTTP launch failed with status %d", code), call. = FALSE)
+  invisible(code)
+}
+
+# The request body: `data` called with the command, or a format string
+# whose %s becomes the command escaped as a JSON string; no data, the
+# command itself.
+.http_body <- function(data, cmd) {
+  if (is.null(data)) return(cmd)
+  if (is.function(data)) return(as.character(data(cmd)))
+  escaped <- gsub("\"", "\\\"", gsub("\\", "\\\\", cmd, fixed = TRUE), fixed = TRUE)
+  sprintf(data, escaped)
 }
 
 # Submit a job script running one daemon to a scheduler (or any command
@@ -206,6 +236,45 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
   options <- trimws(unlist(strsplit(options, "\n", fixed = TRUE)), "left")
   list(command = command, args = list("."), rscript = rscript, quote = FALSE, script = TRUE,
        options = options[nzchar(options)])
+}
+
+#' HTTP API Launch Configuration
+#'
+#' A launch configuration for [launch_remote()] and `daemons(remote = )`
+#' that starts each daemon through an HTTP API (for example a cloud or
+#' workbench job service): one request per daemon, carrying the daemon's
+#' shell command in its body.
+#'
+#' @param url the API endpoint (`http://` only in this version), or a
+#'   function returning it, called at launch time.
+#' @param method the HTTP method.
+#' @param headers a named character vector (or list) of request headers, or
+#'   a function returning one.
+#' @param cookie (optional) a Cookie header value, or a function returning
+#'   one.
+#' @param token (optional) a bearer token (sent as `Authorization: Bearer
+#'   <token>`), or a function returning one.
+#' @param data the request body: a format string in which `%s` is replaced
+#'   by the daemon's command escaped as a JSON string (e.g.
+#'   `'{"command": "%s"}'`), or a function taking the command and returning
+#'   the body. `NULL` sends the command itself.
+#' @param rscript the Rscript executable where the daemons run.
+#' @return A list (a launch configuration).
+#' @examples
+#' http_config("http://10.0.0.1:8080/jobs", token = "xyz",
+#'             data = '{"command": "%s"}')
+#' @export
+http_config <- function(url, method = "POST", headers = NULL, cookie = NULL, token = NULL,
+                        data = NULL, rscript = "Rscript") {
+  if (missing(url) || !(is.function(url) || is.character(url) && length(url) == 1L && !is.na(url)))
+    stop("`url` must be a character string or a function", call. = FALSE)
+  if (!is.character(method) || length(method) != 1L || is.na(method) || !nzchar(method))
+    stop("`method` must be a character string", call. = FALSE)
+  if (!is.null(data) && !is.function(data) &&
+      !(is.character(data) && length(data) == 1L && grepl("%s", data, fixed = TRUE)))
+    stop("`data` must be a format string containing %s, or a function", call. = FALSE)
+  list(url = url, method = method, headers = headers, cookie = cookie, token = token,
+       data = data, rscript = rscript, http = TRUE, args = list("."))
 }
 
 #' URL Constructors

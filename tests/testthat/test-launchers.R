@@ -111,3 +111,61 @@ test_that("daemons(url, remote) resets the profile when launching fails", {
   )
   expect_false(daemons_set())
 })
+
+# A one-request HTTP endpoint in its own R process: it records the request
+# to `record`, answers 200, then runs the request body as a shell command.
+http_endpoint <- function(port, record) {
+  r_process(sprintf('
+    s <- serverSocket(%d)
+    cat("READY\\n")
+    flush(stdout())
+    con <- socketAccept(s, blocking = TRUE, open = "r+b", timeout = 60)
+    head <- character()
+    repeat {
+      l <- readLines(con, n = 1L)
+      if (!length(l) || !nzchar(l)) break
+      head <- c(head, l)
+    }
+    len <- as.integer(sub("^[^:]*: *", "", grep("^Content-Length:", head, value = TRUE)))
+    body <- if (len > 0L) rawToChar(readBin(con, "raw", len)) else ""
+    saveRDS(list(head = head, body = body), "%s")
+    cat("HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n", file = con)
+    flush(con)
+    close(con)
+    close(s)
+    system(body, wait = TRUE)
+  ', port, record))
+}
+
+test_that("http_config() launches a daemon through an HTTP request", {
+  port <- sample(40001:50000, 1L)
+  record <- tempfile(fileext = ".rds")
+  server <- http_endpoint(port, record)
+  on.exit(kill_process(server))
+  expect_true("READY" %in% read_lines_until(server, function(l) "READY" %in% l))
+  cfg <- http_config(sprintf("http://127.0.0.1:%d/launch", port), method = "PUT",
+                     headers = c(`X-Launcher` = "mirai-test"), cookie = "session=abc",
+                     token = function() "secret-token", data = function(cmd) cmd)
+  daemons(url = local_url(), remote = cfg)
+  on.exit(daemons(0), add = TRUE)
+  expect_true(wait_for(function() file.exists(record), timeout = 20))
+  req <- readRDS(record)
+  expect_match(req$head[1L], "^PUT /launch HTTP/1.1$")
+  expect_true("X-Launcher: mirai-test" %in% req$head)
+  expect_true("Cookie: session=abc" %in% req$head)
+  expect_true("Authorization: Bearer secret-token" %in% req$head)
+  expect_match(req$body, "^MIRAI_SECRET=")
+  expect_match(req$body, "mirai::daemon(", fixed = TRUE)
+  expect_true(wait_conn(1, timeout = 20))
+  expect_identical(mirai("via http")[], "via http")
+})
+
+test_that("http_config() validates; a failing API resets the profile", {
+  expect_error(http_config(1), "`url`")
+  expect_error(http_config("http://h", data = "no placeholder"), "%s")
+  expect_identical(mirai:::.http_body('{"cmd": "%s"}', 'a "q" \\ b'), '{"cmd": "a \\"q\\" \\\\ b"}')
+  expect_identical(mirai:::.http_body(NULL, "cmd"), "cmd")
+  expect_error(daemons(url = local_url(), remote = http_config("http://127.0.0.1:1/x")),
+               "HTTP request")
+  expect_false(daemons_set())
+})

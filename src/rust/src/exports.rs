@@ -324,6 +324,25 @@ fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Resul
     Ok(pid as i32)
 }
 
+/// One HTTP request (`http_config()` launches): the response status code.
+#[extendr]
+fn http_request(url: &str, method: &str, headers: Robj, body: &str, timeout_s: f64) -> Result<i32> {
+    let names: Vec<String> = headers
+        .names()
+        .map(|n| n.map(String::from).collect())
+        .unwrap_or_default();
+    let values: Vec<String> = headers
+        .as_str_vector()
+        .map(|v| v.into_iter().map(String::from).collect())
+        .unwrap_or_default();
+    if names.len() != values.len() {
+        return Err("`headers` must be a named character vector".into());
+    }
+    let headers: Vec<(String, String)> = names.into_iter().zip(values).collect();
+    let timeout = Duration::from_secs_f64(timeout_s.clamp(0.1, 3600.0));
+    Ok(crate::http::request(url, method, &headers, body.as_bytes(), timeout)? as i32)
+}
+
 // ---- aios ----------------------------------------------------------------
 
 /// The body of a pending mirai's `data` binding, given the binding's own
@@ -635,6 +654,7 @@ extendr_module! {
     fn host_wait;
     fn host_close;
     fn host_launch;
+    fn http_request;
     fn mirai_data;
     fn aio_unresolved;
     fn aio_wait;

@@ -13,7 +13,8 @@
 //! - [`serial`]: R serialization into and out of Rust buffers; [`rvec`]:
 //!   large plain vectors without serialization (results), [`rawargs`]: the
 //!   same for a task's objects, [`outframe`]: frames that carry R memory
-//! - [`launch`]: starting daemon processes
+//! - [`launch`]: starting daemon processes; [`http`]: launching through
+//!   an HTTP API
 //! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
 
 pub mod aio;
@@ -23,6 +24,7 @@ pub mod daemon;
 mod exports;
 mod handle;
 pub mod host;
+mod http;
 pub mod launch;
 mod link;
 mod mirai_object;
