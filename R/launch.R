@@ -279,16 +279,34 @@ http_config <- function(url, method = "POST", headers = NULL, cookie = NULL, tok
 
 #' URL Constructors
 #'
-#' `local_url()` returns a fresh URL for connections on this machine: an
-#' abstract socket on Linux, an IPC socket file elsewhere, or
+#' `host_url()` returns URLs at which daemons on other machines can reach
+#' this one: one per network interface (IPv4), named by interface, loopback
+#' last. `local_url()` returns a fresh URL for connections on this machine:
+#' an abstract socket on Linux, an IPC socket file elsewhere, or
 #' `tcp://127.0.0.1:<port>` with `tcp = TRUE`.
 #'
+#' @param tls logical: whether to return secure (`tls+tcp://`) URLs.
 #' @param tcp logical: whether to return a TCP URL on the loopback address.
 #' @param port the TCP port (0 picks a free port when listening).
-#' @return A character string.
+#' @return `host_url()`: a named character vector. `local_url()`: a
+#'   character string.
 #' @examples
+#' host_url()
+#' host_url(port = 5555)
 #' local_url()
 #' local_url(tcp = TRUE, port = 5555)
+#' @export
+host_url <- function(tls = FALSE, port = 0) {
+  .check_flag(tls, "tls")
+  if (!is.numeric(port) || length(port) != 1L || is.na(port) || port < 0 || port > 65535)
+    stop("`port` must be a number from 0 to 65535", call. = FALSE)
+  addrs <- .Call(wrap__interface_addresses)
+  urls <- sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", addrs, as.integer(port))
+  names(urls) <- names(addrs)
+  urls
+}
+
+#' @rdname host_url
 #' @export
 local_url <- function(tcp = FALSE, port = 0) {
   .check_flag(tcp, "tcp")

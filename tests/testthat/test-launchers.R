@@ -169,3 +169,76 @@ test_that("http_config() validates; a failing API resets the profile", {
                "HTTP request")
   expect_false(daemons_set())
 })
+
+test_that("host_url() gives one URL per network interface", {
+  urls <- host_url(port = 5555)
+  expect_type(urls, "character")
+  expect_true(length(urls) >= 1L)
+  expect_false(is.null(names(urls)))
+  expect_true(all(grepl("^tcp://[0-9.]+:5555$", urls)))
+  expect_true(all(grepl("^tls\\+tcp://", host_url(tls = TRUE))))
+  expect_error(host_url(port = -1), "`port`")
+})
+
+# A network namespace with its own address, joined to this one by a veth
+# pair: a second "machine" on a private link. NULL (with the reason as an
+# attribute) where namespaces cannot be made.
+make_netns <- function() {
+  why <- if (!identical(Sys.info()[["effective_user"]], "root")) "needs root" else
+    if (!nzchar(Sys.which("ip"))) "iproute2 not installed"
+  if (!is.null(why)) return(structure(list(), reason = why))
+  tag <- sprintf("mirai%d", Sys.getpid() %% 100000L)
+  ns <- paste0(tag, "ns")
+  host_if <- paste0(tag, "a")
+  peer_if <- paste0(tag, "b")
+  octet <- 10L + Sys.getpid() %% 200L
+  host_ip <- sprintf("10.213.%d.1", octet)
+  peer_ip <- sprintf("10.213.%d.2", octet)
+  run <- function(...) system2("ip", c(...), stdout = FALSE, stderr = FALSE)
+  cleanup <- function() {
+    run("netns", "del", ns)
+    run("link", "del", host_if)
+  }
+  steps <- list(
+    c("netns", "add", ns),
+    c("link", "add", host_if, "type", "veth", "peer", "name", peer_if),
+    c("link", "set", peer_if, "netns", ns),
+    c("addr", "add", paste0(host_ip, "/24"), "dev", host_if),
+    c("link", "set", host_if, "up"),
+    c("netns", "exec", ns, "ip", "addr", "add", paste0(peer_ip, "/24"), "dev", peer_if),
+    c("netns", "exec", ns, "ip", "link", "set", peer_if, "up"),
+    c("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+  )
+  for (s in steps) {
+    if (run(s) != 0L) {
+      cleanup()
+      return(structure(list(), reason = paste("cannot set up a network namespace: ip", paste(s, collapse = " "))))
+    }
+  }
+  list(ns = ns, host_ip = host_ip, peer_ip = peer_ip, cleanup = cleanup)
+}
+
+test_that("a daemon in its own network namespace dials the host across a link", {
+  net <- make_netns()
+  skip_if(is.null(net$ns), attr(net, "reason"))
+  # the host listens on its side of the link only
+  daemons(url = sprintf("tcp://%s:0", net$host_ip))
+  # reset before the link goes, so the daemon hears its host leave
+  on.exit({
+    daemons(0)
+    net$cleanup()
+  })
+  expect_match(status()$daemons, net$host_ip, fixed = TRUE)
+  cfg <- remote_config(command = "ip", args = c("netns", "exec", net$ns, "/bin/sh", "-c", "."),
+                       quote = TRUE)
+  launch_remote(1, cfg)
+  expect_true(wait_conn(1, timeout = 20))
+  # the daemon sees the namespace's own address, not the host's
+  addrs <- mirai(system2("ip", c("-4", "-o", "addr", "show"), stdout = TRUE))[]
+  expect_true(any(grepl(net$peer_ip, addrs, fixed = TRUE)))
+  expect_false(any(grepl(net$host_ip, addrs, fixed = TRUE)))
+  expect_identical(mirai(6 * 7)[], 42)
+  pid <- mirai(Sys.getpid())[]
+  daemons(0)
+  expect_true(wait_for(function() !pid_alive(pid), timeout = 10))
+})

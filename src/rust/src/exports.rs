@@ -324,6 +324,19 @@ fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Resul
     Ok(pid as i32)
 }
 
+/// This machine's IPv4 addresses, named by interface (`host_url()`).
+#[extendr]
+fn interface_addresses() -> Robj {
+    let found = crate::transport::interface_addresses();
+    let names: Vec<String> = found.iter().map(|(n, _)| n.clone()).collect();
+    let addrs: Vec<String> = found.iter().map(|(_, ip)| ip.to_string()).collect();
+    let mut v = Robj::from(addrs);
+    if !names.is_empty() {
+        let _ = v.set_names(names);
+    }
+    v
+}
+
 /// One HTTP request (`http_config()` launches): the response status code.
 #[extendr]
 fn http_request(url: &str, method: &str, headers: Robj, body: &str, timeout_s: f64) -> Result<i32> {
@@ -655,6 +668,7 @@ extendr_module! {
     fn host_close;
     fn host_launch;
     fn http_request;
+    fn interface_addresses;
     fn mirai_data;
     fn aio_unresolved;
     fn aio_wait;

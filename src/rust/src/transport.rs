@@ -202,3 +202,31 @@ fn abstract_dial_sync(_: &str) -> io::Result<std::os::unix::net::UnixStream> {
         "abstract sockets exist only on Linux",
     ))
 }
+
+/// This machine's IPv4 addresses by network interface (`getifaddrs`),
+/// loopback last.
+pub fn interface_addresses() -> Vec<(String, std::net::Ipv4Addr)> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return out;
+    }
+    let mut p = list;
+    while !p.is_null() {
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null()
+            && unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int == libc::AF_INET
+        {
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, ip));
+        }
+        p = ifa.ifa_next;
+    }
+    unsafe { libc::freeifaddrs(list) };
+    out.sort_by_key(|(_, ip)| ip.is_loopback());
+    out
+}
