@@ -224,7 +224,7 @@ status <- function(.compute = NULL) {
     out$mirai <- c(awaiting = stats[3L], executing = stats[4L], completed = stats[5L])
     out$memory <- c(used = stats[6L], peak = stats[7L], capacity = stats[8L]) / 1e6
   }
-  out$refused <- .Call(wrap__host_counts, profile$host)[3L]
+  out$refused <- as.integer(stats[9L])
   out
 }
 

@@ -103,14 +103,14 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
 # Ask an HTTP API to start one daemon running `cmd`.
 .launch_http <- function(remote, cmd) {
   value <- function(x) if (is.function(x)) x() else x
-  headers <- unlist(value(remote$headers))
+  headers <- unlist(value(remote$headers)) %||% character()
   cookie <- value(remote$cookie)
   token <- value(remote$token)
   if (!is.null(cookie)) headers <- c(headers, Cookie = cookie)
   if (!is.null(token)) headers <- c(headers, Authorization = paste("Bearer", token))
   body <- .http_body(remote$data, cmd)
   code <- .Call(wrap__http_request, value(remote$url), remote$method,
-                if (length(headers)) headers else c(x = "")[0L], body, 30)
+                headers, body, 30)
   if (code < 200L || code > 299L)
     stop(sprintf("HTTP launch failed with status %d", code), call. = FALSE)
   invisible(code)

@@ -154,13 +154,13 @@ fn read_message(
     let (kind, len) = read_header_blocking(r, FRAME_MAX)?;
     body.clear();
     if kind != TASK || len < ID_FLAGS_LEN as u64 {
-        read_into(r, len, body)?;
+        read_body_into(r, len, body)?;
         return Ok((kind, Vec::new()));
     }
-    read_into(r, ID_FLAGS_LEN as u64, body)?;
+    read_body_into(r, ID_FLAGS_LEN as u64, body)?;
     let mut left = len - ID_FLAGS_LEN as u64;
     if body[8] & FLAG_RAW_ARGS == 0 {
-        read_into(r, left, body)?;
+        read_body_into(r, left, body)?;
         return Ok((kind, Vec::new()));
     }
     let mut word = [0u8; 8];
@@ -169,7 +169,7 @@ fn read_message(
     left = left
         .checked_sub(8 + serialized + 4)
         .ok_or_else(|| invalid("bad raw task"))?;
-    read_into(r, serialized, body)?;
+    read_body_into(r, serialized, body)?;
     r.read_exact(&mut word[..4])?;
     let count = u32::from_le_bytes(word[..4].try_into().unwrap()) as u64;
     let table_len = count
@@ -191,19 +191,6 @@ fn read_message(
         return Err(invalid("bad raw task"));
     }
     Ok((kind, raw))
-}
-
-/// Append exactly `n` bytes from `r` to `body`.
-fn read_into(r: &SyncStream, n: u64, body: &mut Vec<u8>) -> std::io::Result<()> {
-    crate::buffer::reserve(body, n as usize)?;
-    let got = r.take(n).read_to_end(body)?;
-    if (got as u64) < n {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "truncated frame",
-        ));
-    }
-    Ok(())
 }
 
 /// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
@@ -425,17 +412,25 @@ impl Client {
     /// `buf` (see [`Incoming::Task`]); false if the connection failed.
     pub fn read_raw(&self, epoch: u64, buf: &mut [u8]) -> bool {
         let mut conn = self.conn.lock();
-        let ok = match &*conn {
-            Some(c) if c.epoch == epoch => (&c.stream).read_exact(buf).is_ok(),
-            _ => false,
-        };
-        if !ok && conn.as_ref().is_some_and(|c| c.epoch == epoch) {
-            conn.take();
-            if self.autoexit == AutoExit::Never {
-                self.may_dial.store(true, Ordering::Relaxed);
+        match &*conn {
+            Some(c) if c.epoch == epoch => {
+                let ok = (&c.stream).read_exact(buf).is_ok();
+                if !ok {
+                    self.drop_connection(&mut conn);
+                }
+                ok
             }
+            _ => false,
         }
-        ok
+    }
+
+    /// The connection failed mid-message: close it, and with autoexit
+    /// FALSE dial again later.
+    fn drop_connection(&self, conn: &mut Option<Conn>) {
+        conn.take();
+        if self.autoexit == AutoExit::Never {
+            self.may_dial.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Read and drop `n` bytes of raw data (for a task that could not be
@@ -493,10 +488,7 @@ impl Client {
             _ => false,
         };
         if failed {
-            conn.take();
-            if self.autoexit == AutoExit::Never {
-                self.may_dial.store(true, Ordering::Relaxed);
-            }
+            self.drop_connection(&mut conn);
         }
     }
 

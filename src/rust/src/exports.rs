@@ -249,7 +249,7 @@ fn host_broadcast(h: Robj, payload: Robj, min: i32) -> Result<Robj> {
 }
 
 /// c(connections, cumulative, awaiting, executing, completed, memory used,
-/// peak and limit in bytes (NA when unbounded)), as doubles.
+/// peak and limit in bytes (NA when unbounded), refused peers), as doubles.
 #[extendr]
 fn host_stats(h: Robj) -> Result<Robj> {
     let s = host(&h)?.stats();
@@ -269,6 +269,7 @@ fn host_stats(h: Robj) -> Result<Robj> {
     } else {
         Rfloat::from(limit)
     });
+    out.push(Rfloat::from(s.refused as f64));
     Ok(r!(out))
 }
 

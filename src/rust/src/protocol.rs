@@ -147,15 +147,21 @@ pub fn read_header_blocking<R: std::io::Read>(mut r: R, max: u64) -> io::Result<
 pub fn read_frame_into<R: std::io::Read>(mut r: R, max: u64, body: &mut Vec<u8>) -> io::Result<u8> {
     let (kind, len) = read_header_blocking(&mut r, max)?;
     body.clear();
-    crate::buffer::reserve(body, len as usize)?;
-    let got = std::io::Read::take(r, len).read_to_end(body)?;
-    if (got as u64) < len {
+    read_body_into(r, len, body)?;
+    Ok(kind)
+}
+
+/// Append exactly `n` more bytes of a frame from `r` to `body` (blocking).
+pub fn read_body_into<R: std::io::Read>(r: R, n: u64, body: &mut Vec<u8>) -> io::Result<()> {
+    crate::buffer::reserve(body, n as usize)?;
+    let got = std::io::Read::take(r, n).read_to_end(body)?;
+    if (got as u64) < n {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "truncated frame",
         ));
     }
-    Ok(kind)
+    Ok(())
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
