@@ -26,8 +26,12 @@
 #' @param walltime soft maximum running time (ms): the daemon exits after
 #'   the task in progress once it is exceeded.
 #' @param maxtasks maximum number of tasks before exiting.
-#' @param tlscert reserved for secure (TLS) connections: the CA certificate
-#'   chain for the host.
+#' @param tlscert for secure URLs (`tls+tcp://`, `wss://`): the certificate
+#'   authority chain the host's certificate must be signed by, as a path to
+#'   a PEM file, or a length-2 character vector of the PEM text and `""`.
+#'   Daemons launched by [daemons()] and the launchers receive it
+#'   automatically when the host made its own credentials. `NULL` trusts
+#'   the system's certificate authorities.
 #' @param rs the initial value of `.Random.seed` (set by [daemons()]).
 #'
 #' @return Invisibly, an integer exit code: 0 connection ended, 1 idletime,
@@ -58,7 +62,8 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   # launch_remote()): taken out of the environment so tasks cannot read it
   secret <- Sys.getenv("MIRAI_SECRET")
   Sys.unsetenv("MIRAI_SECRET")
-  conn <- .Call(wrap__daemon_dial, url, asyncdial, autoexit, tempdir(), secret)
+  conn <- .Call(wrap__daemon_dial, url, asyncdial, autoexit, tempdir(), secret,
+                .tlscert_pem(tlscert))
   on.exit(.Call(wrap__daemon_finish, conn))
   if (!output) {
     devnull <- file(nullfile(), open = "w")
@@ -73,6 +78,19 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
     assign(".Random.seed", rs, envir = .GlobalEnv)
   }
   invisible(.serve(conn, cleanup, idletime, walltime, maxtasks))
+}
+
+# The PEM text of a daemon's `tlscert` ("" for none).
+.tlscert_pem <- function(tlscert) {
+  if (is.null(tlscert)) return("")
+  .check_tlscert(tlscert)
+  .read_pem(tlscert[1L], "tlscert")
+}
+
+.check_tlscert <- function(tlscert) {
+  if (!is.character(tlscert) || !length(tlscert) %in% 1:2 || anyNA(tlscert))
+    stop("`tlscert` must be a file path or a length-2 character vector (PEM text, \"\")",
+         call. = FALSE)
 }
 
 # The receive-evaluate-reply loop; returns the exit code. The handlers

@@ -34,8 +34,24 @@
 #'   (backpressure) and [try_mirai()] returns `NULL`. `NULL`, 0, negative,
 #'   `NA` or `Inf` mean unbounded.
 #' @param serial (dispatcher) custom serialization configuration.
-#' @param tls,pass certificate, key and password function for secure
-#'   URLs.
+#' @param tls for secure URLs (`tls+tcp://`, `wss://`): `NULL` (default)
+#'   makes single-use credentials automatically (zero configuration: see
+#'   Details); or the host's certificate and private key, either a path to
+#'   one PEM file holding the certificate (optionally followed by the rest
+#'   of its chain) and the key, or a length-2 character vector of the
+#'   certificate (chain) and the key, each as PEM text or a file path.
+#'   Daemons then need the certificate authority's chain as `tlscert` (see
+#'   [daemon()]), given in `...` here or to the launchers.
+#' @param pass (when `tls` has an encrypted private key) a function
+#'   returning its password, so the password is not kept in a variable or
+#'   the history. Only encrypted PKCS#8 keys ('ENCRYPTED PRIVATE KEY') are
+#'   read.
+#' @details With a secure URL and `tls = NULL`, the host makes a
+#'   single-use certificate authority and signs with it a certificate
+#'   naming the URL's host. The authority's key is discarded at once and
+#'   the host's key never leaves the host process; daemons launched for the
+#'   profile are given the authority's certificate (as `tlscert`) and accept
+#'   only this host. The commands [launch_remote()] prints carry it too.
 #' @param .compute character name of the compute profile (`NULL` for the
 #'   default profile `"default"`).
 #'
@@ -78,7 +94,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
 
   # listen before the current daemons are torn down: a bad URL leaves them
   # working
-  host <- if (!sync) .listen(url %||% local_url(), name, dispatcher, memory)
+  host <- if (!sync) .listen(url %||% local_url(), name, dispatcher, memory, .host_tls(tls, pass))
   .reset(name, exit = FALSE)
   profile <- new.env(parent = emptyenv())
   profile$name <- name
@@ -121,14 +137,38 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (is.na(memory) || !is.finite(memory) || memory <= 0) NULL else memory
 }
 
+# The host's certificate, key and key password from `tls` and `pass`
+# ("" for the certificate: none given).
+.host_tls <- function(tls, pass) {
+  if (!is.null(pass) && !is.function(pass))
+    stop("`pass` must be a function returning the private key's password", call. = FALSE)
+  if (is.null(tls)) return(list(cert = "", key = "", pass = NULL))
+  if (!is.character(tls) || !length(tls) %in% 1:2 || anyNA(tls))
+    stop("`tls` must be a file path or a length-2 character vector (certificate, key)",
+         call. = FALSE)
+  pem <- vapply(tls, .read_pem, character(1L), arg = "tls", USE.NAMES = FALSE)
+  password <- if (!is.null(pass)) pass()
+  if (!is.null(password) && (!is.character(password) || length(password) != 1L || is.na(password)))
+    stop("`pass` must return the password as a single character string", call. = FALSE)
+  list(cert = pem[1L], key = pem[length(pem)], pass = password)
+}
+
+# PEM text given as text or as the path of a file holding it.
+.read_pem <- function(x, arg) {
+  if (startsWith(x, "-----BEGIN")) return(x)
+  if (!file.exists(x))
+    stop(sprintf("`%s`: '%s' is neither PEM text nor an existing file", arg, x), call. = FALSE)
+  paste(readLines(x, warn = FALSE), collapse = "\n")
+}
+
 # Listen at `url` for profile `name`. If that fails while the profile's
 # current host holds this very URL, close the current host and try again.
-.listen <- function(url, name, dispatcher, memory) {
+.listen <- function(url, name, dispatcher, memory, tls) {
   # MIRAI_SECRET, if set, is the secret instead of a fresh random one:
   # daemons that outlive their host (autoexit = FALSE) can then serve a
   # new host at the same URL
   listen <- function() .Call(wrap__host_listen, url, FALSE, dispatcher, memory %||% 0,
-                             Sys.getenv("MIRAI_SECRET"))
+                             Sys.getenv("MIRAI_SECRET"), tls$cert, tls$key, tls$pass)
   host <- tryCatch(listen(), error = identity)
   if (!inherits(host, "error")) return(host)
   current <- ..[[name]]

@@ -60,6 +60,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
   settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
   secret <- attr(profile$host, "secret")
+  settings <- .with_tlscert(profile, settings)
   cmds <- vapply(seq_len(n), function(i) {
     args <- .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher)
     paste(paste0("MIRAI_SECRET=", secret), shQuote(remote$rscript), "-e", shQuote(args[2L]))
@@ -333,6 +334,7 @@ local_url <- function(tcp = FALSE, port = 0) {
 
 .launch_local <- function(profile, n, settings) {
   output <- isTRUE(settings$output)
+  settings <- .with_tlscert(profile, settings)
   for (i in seq_len(n)) {
     .Call(wrap__host_launch, profile$host, .rscript(),
           .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher), output)
@@ -340,6 +342,14 @@ local_url <- function(tcp = FALSE, port = 0) {
 }
 
 .rscript <- function() file.path(R.home("bin"), "Rscript")
+
+# Daemon settings plus, when the host made its own TLS credentials, the
+# certificate its daemons must trust (unless the user gave one).
+.with_tlscert <- function(profile, settings) {
+  ca <- attr(profile$host, "tlscert")
+  if (!is.null(ca) && is.null(settings$tlscert)) settings$tlscert <- c(ca, "")
+  settings
+}
 
 # Rscript arguments running mirai::daemon(url, <settings>, rs = <stream>).
 .daemon_args <- function(url, settings, rs = NULL, dispatcher = FALSE) {
@@ -368,6 +378,7 @@ local_url <- function(tcp = FALSE, port = 0) {
   for (f in intersect(nms, c("idletime", "walltime", "maxtasks"))) .check_limit(settings[[f]], f)
   if (!is.null(settings$autoexit) && (!is.logical(settings$autoexit) || length(settings$autoexit) != 1L))
     stop("`autoexit` must be TRUE, NA or FALSE", call. = FALSE)
+  if (!is.null(settings$tlscert)) .check_tlscert(settings$tlscert)
   settings
 }
 

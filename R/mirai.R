@@ -111,7 +111,7 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   if (!is.null(profile) && profile$per_task_seed) task[[4L]] <- .next_stream(profile)
   timeout <- if (is.null(timeout)) -1 else as.double(timeout)
   if (is.null(profile)) {
-    host <- .Call(wrap__host_listen, local_url(), TRUE, FALSE, 0, "")
+    host <- .Call(wrap__host_listen, local_url(), TRUE, FALSE, 0, "", "", "", NULL)
     m <- .Call(wrap__host_submit, host, task, timeout, FALSE)
     .Call(wrap__host_launch, host, .rscript(), .daemon_args(.Call(wrap__host_url, host),
                                                list(maxtasks = 1L)), FALSE)

@@ -95,6 +95,8 @@ pub struct Client {
     url: Url,
     /// Presented to the host in every HELLO (see `host::new_secret`).
     secret: Vec<u8>,
+    /// Trust settings for a secure URL.
+    tls: Option<Arc<rustls::ClientConfig>>,
     autoexit: AutoExit,
     conn: Mutex<Option<Conn>>,
     /// Whether to (re)dial when there is no connection.
@@ -115,9 +117,13 @@ enum DialError {
     Refused(String),
 }
 
-fn connect_once(url: &Url, secret: &[u8]) -> Result<SyncStream, DialError> {
+fn connect_once(
+    url: &Url,
+    secret: &[u8],
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<SyncStream, DialError> {
     let io = |e: std::io::Error| DialError::Io(e.to_string());
-    let s = dial_sync(url, DIAL_TIMEOUT).map_err(io)?;
+    let s = dial_sync(url, DIAL_TIMEOUT, tls).map_err(io)?;
     let hello = frame(
         HELLO,
         &hello_body(PROTOCOL_VERSION, &advertised_version(), secret),
@@ -247,13 +253,19 @@ impl Client {
         autoexit: AutoExit,
         tempdir: String,
         secret: String,
+        tlscert: Option<String>,
     ) -> Result<Client, String> {
         let parsed = Url::parse(url)?;
+        let tls = if parsed.is_secure() {
+            Some(crate::tls::client_config(tlscert.as_deref())?)
+        } else {
+            None
+        };
         keep_freed_memory();
         let first = if asyncdial {
             None
         } else {
-            match connect_once(&parsed, secret.as_bytes()) {
+            match connect_once(&parsed, secret.as_bytes(), tls.as_ref()) {
                 Ok(s) => Some(Conn {
                     stream: s,
                     epoch: 1,
@@ -282,6 +294,7 @@ impl Client {
         Ok(Client {
             url: parsed,
             secret: secret.into_bytes(),
+            tls,
             autoexit,
             may_dial: AtomicBool::new(first.is_none()),
             epoch: AtomicU64::new(first.as_ref().map_or(0, |c| c.epoch)),
@@ -397,7 +410,7 @@ impl Client {
             }
         }
         *self.next_dial.lock() = Instant::now() + REDIAL_INTERVAL;
-        match connect_once(&self.url, &self.secret) {
+        match connect_once(&self.url, &self.secret, self.tls.as_ref()) {
             Ok(stream) => {
                 let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.conn.lock() = Some(Conn { stream, epoch });

@@ -93,14 +93,21 @@ fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
 /// Listen at `url`; an ephemeral host serves one task to one process.
 /// With `dispatcher`, `memory_mb` (> 0 and finite) bounds queued payloads.
 /// Daemons must present `secret`, or a fresh random one if it is empty
-/// (the handle's "secret" attribute).
+/// (the handle's "secret" attribute). A secure URL uses the PEM certificate
+/// chain and key given (the key decrypted with `tls_pass` unless NULL), or
+/// with none given, single-use credentials whose authority's certificate
+/// daemons must trust (the handle's "tlscert" attribute).
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn host_listen(
     url: &str,
     ephemeral: bool,
     dispatcher: bool,
     memory_mb: f64,
     secret: &str,
+    tls_cert: &str,
+    tls_key: &str,
+    tls_pass: Robj,
 ) -> Result<Robj> {
     let memory_limit =
         (memory_mb.is_finite() && memory_mb > 0.0).then_some((memory_mb * 1e6) as u64);
@@ -114,11 +121,41 @@ fn host_listen(
         dispatcher,
         memory_limit: memory_limit.filter(|_| dispatcher),
         secret: Some(secret.clone().into_bytes()),
+        tls: None,
+    };
+    let tls = host_tls(url, tls_cert, tls_key, tls_pass.as_str())?;
+    let config = HostConfig {
+        tls: tls.as_ref().map(|t| t.config.clone()),
+        ..config
     };
     let h = Host::listen_with(url, config)?;
     let mut handle = robj(new_handle(Arc::new(HostHandle(h))));
     handle.set_attrib("secret", secret)?;
+    if let Some(ca) = tls.and_then(|t| t.ca_pem) {
+        handle.set_attrib("tlscert", ca)?;
+    }
     Ok(handle)
+}
+
+/// The TLS settings for a host at `url`: none unless the URL is secure.
+fn host_tls(
+    url: &str,
+    cert: &str,
+    key: &str,
+    pass: Option<&str>,
+) -> Result<Option<crate::tls::HostTls>> {
+    let host = match crate::url::Url::parse(url)? {
+        crate::url::Url::Tcp {
+            host, tls: true, ..
+        } => host,
+        _ => return Ok(None),
+    };
+    let tls = if cert.is_empty() {
+        crate::tls::zero_config(&host)?
+    } else {
+        crate::tls::user_config(cert, key, pass).map_err(|e| format!("`tls`: {e}"))?
+    };
+    Ok(Some(tls))
 }
 
 #[extendr]
@@ -474,6 +511,7 @@ fn daemon_dial(
     autoexit: Rbool,
     tempdir: &str,
     secret: &str,
+    tlscert: &str,
 ) -> Result<Robj> {
     let mode = if autoexit.is_na() {
         AutoExit::AfterTask
@@ -488,6 +526,7 @@ fn daemon_dial(
         mode,
         tempdir.to_string(),
         secret.to_string(),
+        (!tlscert.is_empty()).then(|| tlscert.to_string()),
     )?;
     Ok(robj(new_handle(Arc::new(c))))
 }

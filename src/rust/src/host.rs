@@ -17,7 +17,7 @@ use crate::protocol::*;
 use crate::runtime::runtime;
 use crate::scheduler::State;
 pub use crate::scheduler::{task_frame, Task};
-use crate::transport::{self, BoxStream, Listener};
+use crate::transport::{self, Accepted, BoxStream, Listener};
 use crate::url::Url;
 use parking_lot::{Condvar, Mutex};
 use std::os::fd::RawFd;
@@ -45,6 +45,8 @@ pub struct HostConfig {
     /// The secret a daemon must present in its HELLO (see
     /// [`new_secret`]); `None` admits any daemon of the right version.
     pub secret: Option<Vec<u8>>,
+    /// TLS settings for a secure URL (`tls+tcp://`, `wss://`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A fresh random secret for a host, as the hex text launch commands carry.
@@ -122,7 +124,7 @@ impl Host {
         let parsed = Url::parse(url)?;
         let rt = runtime();
         let (listener, bound) = rt
-            .block_on(transport::bind(&parsed))
+            .block_on(transport::bind(&parsed, config.tls.clone()))
             .map_err(|e| format!("cannot listen at '{url}': {e}"))?;
         let host = Arc::new(Host {
             url: bound.to_string(),
@@ -402,8 +404,8 @@ async fn accept_until_stopped(host: &Arc<Host>, listener: Listener) {
         tokio::select! {
             _ = stop.changed() => break,
             res = listener.accept() => match res {
-                Ok((stream, fd)) => {
-                    tokio::spawn(serve(host.clone(), stream, fd));
+                Ok(accepted) => {
+                    tokio::spawn(serve(host.clone(), accepted));
                     if host.config.ephemeral {
                         break;
                     }
@@ -450,14 +452,22 @@ async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
     write_frame(stream, &frame(WELCOME, &[])).await.is_ok()
 }
 
-async fn serve(host: Arc<Host>, mut stream: BoxStream, fd: Option<RawFd>) {
+async fn serve(host: Arc<Host>, accepted: Accepted) {
+    // TLS and websocket handshakes first, in this connection's own task.
+    let (mut stream, fd) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepted.open()).await {
+        Ok(Ok(opened)) => opened,
+        _ => {
+            host.refuse();
+            return;
+        }
+    };
     if !handshake(&host, &mut stream).await {
         return;
     }
     let mut stop = host.shutdown.subscribe();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let Some(conn) = host.register(tx, fd) else {
+    let Some(conn) = host.register(tx, Some(fd)) else {
         return;
     };
     tokio::spawn(write_loop(host.clone(), conn, wr, rx));

@@ -36,8 +36,10 @@ pub mod runtime;
 mod rvec;
 pub mod scheduler;
 mod serial;
+pub mod tls;
 pub mod transport;
 pub mod url;
+pub mod websocket;
 
 use extendr_api::prelude::*;
 

@@ -1,13 +1,21 @@
 //! Parsing and printing of the URLs hosts listen at and daemons dial.
 //!
 //! `tcp://host:port` (IPv6 hosts in brackets, port 0 = any free port),
+//! `tls+tcp://host:port`, `ws://host:port/path`, `wss://host:port/path`,
 //! `ipc:///path/to/socket` and, on Linux, `abstract://name`.
 
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Url {
-    Tcp { host: String, port: u16 },
+    /// A TCP connection, under TLS when `tls`, carrying a websocket at
+    /// the path `ws` when that is set.
+    Tcp {
+        host: String,
+        port: u16,
+        tls: bool,
+        ws: Option<String>,
+    },
     Ipc(String),
     Abstract(String),
 }
@@ -19,9 +27,31 @@ impl Url {
             .split_once("://")
             .ok_or_else(|| bad("expected scheme://address"))?;
         match scheme {
-            "tcp" => {
+            "tcp" | "tls+tcp" => {
                 let (host, port) = split_host_port(rest).map_err(|e| bad(&e))?;
-                Ok(Url::Tcp { host, port })
+                let tls = scheme == "tls+tcp";
+                Ok(Url::Tcp {
+                    host,
+                    port,
+                    tls,
+                    ws: None,
+                })
+            }
+            "ws" | "wss" => {
+                let (address, path) = match rest.find('/') {
+                    Some(i) => rest.split_at(i),
+                    None => (rest, "/"),
+                };
+                if path.contains(char::is_whitespace) {
+                    return Err(bad("the path may not contain spaces"));
+                }
+                let (host, port) = split_host_port(address).map_err(|e| bad(&e))?;
+                Ok(Url::Tcp {
+                    host,
+                    port,
+                    tls: scheme == "wss",
+                    ws: Some(path.to_string()),
+                })
             }
             "ipc" => {
                 if rest.is_empty() {
@@ -38,22 +68,22 @@ impl Url {
                 }
                 Ok(Url::Abstract(rest.to_string()))
             }
-            "ws" | "wss" | "tls+tcp" => Err(bad(&format!(
-                "the {scheme}:// transport is not available in this build"
-            ))),
             _ => Err(bad(&format!("unknown scheme '{scheme}'"))),
         }
     }
 
     /// The same URL with a different port (after binding port 0).
     pub fn with_port(&self, port: u16) -> Url {
-        match self {
-            Url::Tcp { host, .. } => Url::Tcp {
-                host: host.clone(),
-                port,
-            },
-            other => other.clone(),
+        let mut url = self.clone();
+        if let Url::Tcp { port: p, .. } = &mut url {
+            *p = port;
         }
+        url
+    }
+
+    /// Whether the URL's connections are encrypted.
+    pub fn is_secure(&self) -> bool {
+        matches!(self, Url::Tcp { tls: true, .. })
     }
 }
 
@@ -87,8 +117,25 @@ fn split_host_port(s: &str) -> Result<(String, u16), String> {
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Url::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
-            Url::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Url::Tcp {
+                host,
+                port,
+                tls,
+                ws,
+            } => {
+                let scheme = match (tls, ws.is_some()) {
+                    (false, false) => "tcp",
+                    (true, false) => "tls+tcp",
+                    (false, true) => "ws",
+                    (true, true) => "wss",
+                };
+                let path = ws.as_deref().unwrap_or("");
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}{path}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}{path}")
+                }
+            }
             Url::Ipc(p) => write!(f, "ipc://{p}"),
             Url::Abstract(n) => write!(f, "abstract://{n}"),
         }
@@ -107,6 +154,10 @@ mod tests {
             "tcp://localhost:80",
             "ipc:///tmp/x.sock",
             "abstract://mirai-1",
+            "tls+tcp://10.0.0.1:5555",
+            "ws://[::1]:80/",
+            "ws://host:80/daemons/a",
+            "wss://127.0.0.1:0/x",
         ] {
             assert_eq!(Url::parse(s).unwrap().to_string(), s);
         }
@@ -125,6 +176,9 @@ mod tests {
             "nonsense",
             "ipc://",
             "abstract://",
+            "ws://host/x",
+            "wss://:80/x",
+            "ws://h:1/a b",
         ] {
             let e = Url::parse(s).unwrap_err();
             assert!(e.contains(s), "{e}");
@@ -135,5 +189,9 @@ mod tests {
     fn port_substitution() {
         let u = Url::parse("tcp://[::1]:0").unwrap().with_port(4242);
         assert_eq!(u.to_string(), "tcp://[::1]:4242");
+        let u = Url::parse("wss://h:0/p").unwrap().with_port(7);
+        assert_eq!(u.to_string(), "wss://h:7/p");
+        assert!(u.is_secure());
+        assert_eq!(Url::parse("ws://h:1").unwrap().to_string(), "ws://h:1/");
     }
 }
