@@ -7,12 +7,13 @@
 # --no-dispatcher  skip the mirai runs with dispatcher = TRUE (same as
 #                  setting the environment variable MIRAI_BENCH_DISPATCHER=0)
 # --only=...       scenarios to run, from: roundtrip,rtdisp,tasks,map,bigvec,
-#                  drain,memory
+#                  drain,memory,tlsrt,tlsbig
 # --csv=FILE     also write the final table as CSV
 #
 # See README.md in this directory for what each scenario measures.
 
-SCENARIOS <- c("roundtrip", "rtdisp", "tasks", "map", "bigvec", "drain", "memory")
+SCENARIOS <- c("roundtrip", "rtdisp", "tasks", "map", "bigvec", "drain", "memory",
+               "tlsrt", "tlsbig")
 
 # Child jobs: scenario and system (names match <scenario>_<system>() in
 # scenarios.R). mirai jobs are repeated with dispatcher = TRUE on request.
@@ -25,7 +26,8 @@ JOBS <- list(
   c("map", "future.apply"),
   c("bigvec", "mirai"), c("bigvec", "psock"),
   c("drain", "mirai"), c("drain", "clusterApplyLB"),
-  c("memory", "mirai")
+  c("memory", "mirai"),
+  c("tlsrt", "mirai"), c("tlsbig", "mirai")
 )
 
 # Table rows: label, mirai job id, peer job id (NA: none), peer label, and
@@ -72,7 +74,10 @@ ROWS <- list(
   cmp("host memory per queued task", "memory/mirai", NA, "-",
       "<=", 1000, on = "B/task"),
   cmp("host memory per queued task, dispatcher", "memory/mirai+disp", NA, "-",
-      "<=", 1000, on = "B/task")
+      "<=", 1000, on = "B/task"),
+  cmp("round trip, tls+tcp / tcp, interleaved", "tlsrt/mirai", NA, "-", on = "x"),
+  cmp("100 MB round trip, tls+tcp", "tlsbig/mirai", "bigvec/psock",
+      "PSOCK clusterCall (unencrypted)")
 )
 
 # --- options ---------------------------------------------------------------

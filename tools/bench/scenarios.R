@@ -2,7 +2,8 @@
 #
 #   Rscript tools/bench/scenarios.R <scenario> <system> <quick> <dispatcher> <out.rds>
 #
-# <scenario> is roundtrip, rtdisp, tasks, map, bigvec, drain or memory; <system> is mirai or
+# <scenario> is roundtrip, rtdisp, tasks, map, bigvec, drain, memory, tlsrt
+# or tlsbig; <system> is mirai or
 # a peer (psock, future, ...); <quick> and <dispatcher> are TRUE/FALSE
 # (dispatcher only matters to mirai). Saves list(value, unit, note, runs)
 # to <out.rds>: value is the median of runs (one per repetition), NA when
@@ -112,24 +113,31 @@ rtdisp_mirai <- function(cfg) {
     mirai::daemons(0, .compute = "plain")
     mirai::daemons(0, .compute = "disp")
   })
+  m <- interleaved_medians("disp", "plain", cfg)
+  note <- sprintf("interleaved medians: %.1f us with, %.1f us without",
+                  m[1] * 1e6, m[2] * 1e6)
+  result(m[1] / m[2], "x", note)
+}
+
+# Median round trips of two profiles measured in alternating blocks, so
+# that drift in the machine's speed affects both alike.
+interleaved_medians <- function(a, b, cfg) {
   call <- function(profile) {
     t0 <- now()
     mirai::mirai(1, .compute = profile)[]
     now() - t0
   }
   for (i in seq_len(cfg$warmup)) {
-    call("plain")
-    call("disp")
+    call(a)
+    call(b)
   }
   block <- 100L
-  plain <- disp <- numeric(0)
+  ta <- tb <- numeric(0)
   for (k in seq_len(max(1L, cfg$rt_n %/% block))) {
-    plain <- c(plain, vapply(seq_len(block), function(i) call("plain"), 0))
-    disp <- c(disp, vapply(seq_len(block), function(i) call("disp"), 0))
+    ta <- c(ta, vapply(seq_len(block), function(i) call(a), 0))
+    tb <- c(tb, vapply(seq_len(block), function(i) call(b), 0))
   }
-  note <- sprintf("interleaved medians: %.1f us with, %.1f us without",
-                  median(disp) * 1e6, median(plain) * 1e6)
-  result(median(disp) / median(plain), "x", note)
+  c(median(ta), median(tb))
 }
 
 roundtrip_psock <- function(cfg) {
@@ -228,6 +236,33 @@ bigvec_mirai <- function(cfg) {
   r <- bigvec_rate(function() mirai::mirai(x, x = x)[], x, cfg$big_reps)
   r$note <- dispatcher_note(cfg)
   r
+}
+
+# --- TLS: what encryption costs ----------------------------------------------
+
+# Round trip over tls+tcp:// against tcp://, both on the loopback,
+# interleaved in one process; the value is the ratio of the medians.
+tlsrt_mirai <- function(cfg) {
+  suppressMessages(library(mirai))
+  mirai::daemons(1L, url = "tcp://127.0.0.1:0", dispatcher = cfg$dispatcher, .compute = "tcp")
+  mirai::daemons(1L, url = "tls+tcp://127.0.0.1:0", dispatcher = cfg$dispatcher,
+                 .compute = "tls")
+  on.exit({
+    mirai::daemons(0, .compute = "tcp")
+    mirai::daemons(0, .compute = "tls")
+  })
+  m <- interleaved_medians("tls", "tcp", cfg)
+  note <- sprintf("interleaved medians: %.1f us tls+tcp, %.1f us tcp", m[1] * 1e6, m[2] * 1e6)
+  result(m[1] / m[2], "x", note)
+}
+
+# A 100 MB vector there and back over tls+tcp:// (zero-config credentials).
+tlsbig_mirai <- function(cfg) {
+  suppressMessages(library(mirai))
+  mirai::daemons(1L, url = "tls+tcp://127.0.0.1:0", dispatcher = cfg$dispatcher)
+  on.exit(mirai::daemons(0))
+  x <- big_vector()
+  bigvec_rate(function() mirai::mirai(x, x = x)[], x, cfg$big_reps)
 }
 
 bigvec_psock <- function(cfg) {
