@@ -6,7 +6,7 @@
 #' this function; call it directly only to deploy daemons by hand.
 #'
 #' @param url the host URL to dial, e.g. `"tcp://10.75.32.70:5555"`. The
-#'   host admits only daemons that present its secret, which `daemon()`
+#'   host admits only daemons that prove they know its secret, which `daemon()`
 #'   reads from the environment variable `MIRAI_SECRET` (the commands from
 #'   [launch_remote()] set it).
 #' @param dispatcher logical: whether the host uses a dispatcher.

@@ -16,8 +16,10 @@
 #'   commands (class 'miraiLaunchCmd'), invisibly when they were run.
 #'
 #' @section Authentication:
-#' A host admits only daemons that present its secret: a random value made
-#' for each compute profile when daemons are set. Local daemons receive it
+#' A host admits only daemons that prove they know its secret: a random
+#' value made for each compute profile when daemons are set. The proof is an
+#' HMAC-SHA256 of a random challenge from the host, so the secret never
+#' crosses the network. Local daemons receive it
 #' in their environment. The commands from `launch_remote()` carry it as
 #' `MIRAI_SECRET=... Rscript ...`, so anyone who can read them can connect
 #' a daemon: treat them like a password. Do not paste them into logs or

@@ -8,10 +8,23 @@ TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
 Sys.setenv(MIRAI_SECRET = TEST_SECRET)
 
 # A handshake (HELLO body) as a daemon of this version sends it.
-hello_bytes <- function(protocol = 2L, secret = TEST_SECRET) {
+hello_bytes <- function(protocol = 3L) {
   version <- charToRaw(as.character(utils::packageVersion("mirai")))
-  c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version,
-    charToRaw(secret))
+  c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version)
+}
+
+# Play a daemon's handshake on socket connection `con`: HELLO, then read the
+# host's CHALLENGE and answer it with the proof for `secret`. Returns the
+# challenge.
+handshake_as_daemon <- function(con, secret = TEST_SECRET) {
+  writeBin(frame_bytes(1, hello_bytes()), con)
+  flush(con)
+  header <- readBin(con, "raw", 9L)
+  stopifnot(length(header) == 9L, header[1L] == as.raw(9)) # CHALLENGE
+  challenge <- readBin(con, "raw", 32L)
+  writeBin(frame_bytes(10, .Call(mirai:::wrap__handshake_proof, secret, challenge)), con)
+  flush(con)
+  challenge
 }
 
 # Poll `cond()` until it is TRUE or `timeout` seconds pass; returns whether

@@ -58,10 +58,10 @@ test_that("a tcp peer without the secret gets no task and learns nothing", {
     con <- socketConnection(url_host(url), url_port(url), open = "r+b", blocking = TRUE,
                             timeout = 15)
     on.exit(close(con), add = TRUE)
-    # a well-formed handshake of this version, with a made-up secret
-    body <- hello_bytes(secret = strrep("0", 64))
-    writeBin(frame_bytes(1, body), con)
-    flush(con)
+    # a well-formed handshake of this version, answering the challenge
+    # with a made-up secret: it only ever sees the random challenge
+    challenge <- handshake_as_daemon(con, secret = strrep("0", 64))
+    expect_length(challenge, 32L)
     reply <- readBin(con, "raw", 1024L)
     expect_length(reply, 0L) # closed without a word: no WELCOME, no reason
     expect_identical(status()$refused, 1L)

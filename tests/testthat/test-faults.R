@@ -162,10 +162,8 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   host_answers()
 
   # a peer passing the handshake, then speaking nonsense, is dropped again
-  hello_ok <- hello_bytes()
   con <- open_peer()
-  writeBin(frame_bytes(1, hello_ok), con)
-  flush(con)
+  handshake_as_daemon(con)
   welcome <- readBin(con, "raw", 9L)
   expect_identical(welcome[1L], as.raw(2)) # WELCOME
   expect_true(wait_conn(2, timeout = 5))

@@ -124,14 +124,28 @@ fn connect_once(
 ) -> Result<SyncStream, DialError> {
     let io = |e: std::io::Error| DialError::Io(e.to_string());
     let s = dial_sync(url, DIAL_TIMEOUT, tls).map_err(io)?;
-    let hello = frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION, &advertised_version(), secret),
-    );
+    let hello = frame(HELLO, &hello_body(PROTOCOL_VERSION, &advertised_version()));
     (&s).write_all(&hello).map_err(io)?;
     s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
-    let reply = read_frame_blocking(&s, HANDSHAKE_MAX)
-        .map_err(|e| DialError::Io(format!("handshake failed: {e}")))?;
+    let failed = |e: std::io::Error| DialError::Io(format!("handshake failed: {e}"));
+    let mut reply = read_frame_blocking(&s, HANDSHAKE_MAX).map_err(failed)?;
+    if reply.kind == CHALLENGE {
+        (&s).write_all(&frame(PROOF, &proof(secret, &reply.body)))
+            .map_err(io)?;
+        reply = read_frame_blocking(&s, HANDSHAKE_MAX).map_err(|e| {
+            // Dropped without a word: most likely the host did not accept
+            // our proof (kept an I/O error: the host may also have gone).
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                DialError::Io(
+                    "the host closed the connection after the challenge: \
+                     was this daemon launched by it (MIRAI_SECRET)?"
+                        .into(),
+                )
+            } else {
+                failed(e)
+            }
+        })?;
+    }
     s.set_read_timeout(None).map_err(io)?;
     match reply.kind {
         WELCOME => Ok(s),

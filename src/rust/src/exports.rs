@@ -362,6 +362,16 @@ fn host_launch(h: Robj, program: &str, args: Vec<String>, output: bool) -> Resul
     Ok(pid as i32)
 }
 
+/// The handshake's proof of knowing `secret` for `challenge` (what a
+/// daemon sends; used by the tests that play a daemon by hand).
+#[extendr]
+fn handshake_proof(secret: &str, challenge: Raw) -> Raw {
+    Raw::from_bytes(&crate::protocol::proof(
+        secret.as_bytes(),
+        challenge.as_slice(),
+    ))
+}
+
 /// This machine's IPv4 addresses, named by interface (`host_url()`).
 #[extendr]
 fn interface_addresses() -> Robj {
@@ -709,6 +719,7 @@ extendr_module! {
     fn host_launch;
     fn http_request;
     fn interface_addresses;
+    fn handshake_proof;
     fn mirai_data;
     fn aio_unresolved;
     fn aio_wait;

@@ -418,38 +418,37 @@ async fn accept_until_stopped(host: &Arc<Host>, listener: Listener) {
 }
 
 /// Admit one peer: it must complete the handshake in time, with matching
-/// versions, before it is treated as a daemon.
+/// versions, before it is treated as a daemon. Refusals are counted.
 async fn handshake(host: &Host, stream: &mut BoxStream) -> bool {
-    let hello =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(stream, HANDSHAKE_MAX)).await {
-            Ok(Ok(f)) => f,
-            _ => {
-                host.refuse();
-                return false;
-            }
-        };
-    let hello = match parse_hello(&hello) {
-        Ok(h) => h,
-        Err(_) => {
-            host.refuse();
-            return false;
-        }
+    let admitted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(host, stream)).await {
+        Ok(Ok(admitted)) => admitted,
+        _ => false,
     };
-    // A peer of our protocol without the secret learns nothing, not even
-    // why: it was not launched by this host.
-    if let Some(secret) = &host.config.secret {
-        if hello.protocol == PROTOCOL_VERSION && !secret_matches(secret, &hello.secret) {
-            host.refuse();
-            return false;
+    if !admitted {
+        host.refuse();
+    }
+    admitted
+}
+
+async fn admit(host: &Host, stream: &mut BoxStream) -> std::io::Result<bool> {
+    let hello = parse_hello(&read_frame(stream, HANDSHAKE_MAX).await?)?;
+    // A peer of our protocol must prove it knows the secret. Without it, it
+    // learns nothing, not even why: it was not launched by this host.
+    if let (Some(secret), PROTOCOL_VERSION) = (&host.config.secret, hello.protocol) {
+        let challenge = new_challenge()?;
+        write_frame(stream, &frame(CHALLENGE, &challenge)).await?;
+        let answer = read_frame(stream, HANDSHAKE_MAX).await?;
+        if answer.kind != PROOF || !proof_matches(secret, &challenge, &answer.body) {
+            return Ok(false);
         }
     }
     if let Some(reason) = check_hello(&hello) {
-        host.refuse();
         eprintln!("mirai: refused a daemon at {}: {reason}", host.url);
         let _ = write_frame(stream, &frame(REJECT, reason.as_bytes())).await;
-        return false;
+        return Ok(false);
     }
-    write_frame(stream, &frame(WELCOME, &[])).await.is_ok()
+    write_frame(stream, &frame(WELCOME, &[])).await?;
+    Ok(true)
 }
 
 async fn serve(host: Arc<Host>, accepted: Accepted) {

@@ -9,8 +9,12 @@
 //! ```
 //!
 //! A connection opens with a handshake: the daemon sends `HELLO` (magic,
-//! protocol version, package version); the host answers `WELCOME` or
-//! `REJECT` with a reason and closes. Before the handshake completes frames
+//! protocol version, package version). A host with a secret (see `host`)
+//! then sends `CHALLENGE`, 32 random bytes, and the daemon answers `PROOF`,
+//! an HMAC-SHA256 of them keyed with the secret: the secret itself never
+//! crosses the network, and a recorded proof is worthless for the next
+//! challenge. A wrong proof is dropped without a word. Finally the host
+//! answers `WELCOME`, or `REJECT` with a reason and closes. Before the handshake completes frames
 //! are capped at [`HANDSHAKE_MAX`] bytes, so an unknown peer cannot make the
 //! host allocate; afterwards at [`FRAME_MAX`]. Anything malformed ends that
 //! connection only.
@@ -30,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
 /// Bumped whenever the framing or message layout changes.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub const HEADER_LEN: usize = 9;
@@ -48,6 +52,10 @@ pub const RESULT: u8 = 5;
 pub const CANCEL: u8 = 6;
 pub const EXIT: u8 = 7;
 pub const LEAVING: u8 = 8;
+pub const CHALLENGE: u8 = 9;
+pub const PROOF: u8 = 10;
+/// Bytes in a challenge and in a proof.
+pub const PROOF_LEN: usize = 32;
 
 /// Task flag: evaluate keeping state (`everywhere()`), skipping cleanup.
 pub const FLAG_KEEP_STATE: u8 = 1;
@@ -169,17 +177,15 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::
     w.flush().await
 }
 
-/// The daemon's opening message: magic, protocol version, package version
-/// (length-prefixed) and the secret proving it was launched by this host
-/// (see `host`; empty when it has none).
-pub fn hello_body(protocol: u16, package: &str, secret: &[u8]) -> Vec<u8> {
+/// The daemon's opening message: magic, protocol version and package
+/// version (length-prefixed).
+pub fn hello_body(protocol: u16, package: &str) -> Vec<u8> {
     let package = &package.as_bytes()[..package.len().min(255)];
-    let mut b = Vec::with_capacity(MAGIC.len() + 3 + package.len() + secret.len());
+    let mut b = Vec::with_capacity(MAGIC.len() + 3 + package.len());
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&protocol.to_le_bytes());
     b.push(package.len() as u8);
     b.extend_from_slice(package);
-    b.extend_from_slice(secret);
     b
 }
 
@@ -188,7 +194,6 @@ pub fn hello_body(protocol: u16, package: &str, secret: &[u8]) -> Vec<u8> {
 pub struct Hello {
     pub protocol: u16,
     pub package: String,
-    pub secret: Vec<u8>,
 }
 
 pub fn parse_hello(frame: &Frame) -> io::Result<Hello> {
@@ -206,24 +211,30 @@ pub fn parse_hello(frame: &Frame) -> io::Result<Hello> {
     let package = std::str::from_utf8(&rest[..n])
         .map_err(|_| invalid("package version is not UTF-8"))?
         .to_string();
-    Ok(Hello {
-        protocol,
-        package,
-        secret: rest[n..].to_vec(),
-    })
+    Ok(Hello { protocol, package })
 }
 
-/// Whether `given` is the `expected` secret, in time that does not depend
-/// on where they differ.
-pub fn secret_matches(expected: &[u8], given: &[u8]) -> bool {
-    if expected.len() != given.len() {
-        return false;
-    }
-    expected
-        .iter()
-        .zip(given)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+/// A fresh challenge.
+pub fn new_challenge() -> io::Result<[u8; PROOF_LEN]> {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; PROOF_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| io::Error::other("no system randomness"))?;
+    Ok(nonce)
+}
+
+/// The proof of knowing `secret` for `challenge`.
+pub fn proof(secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    ring::hmac::sign(&key, challenge).as_ref().to_vec()
+}
+
+/// Whether `given` proves knowledge of `secret` for `challenge`, in time
+/// that does not depend on where a wrong proof differs.
+pub fn proof_matches(secret: &[u8], challenge: &[u8], given: &[u8]) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    ring::hmac::verify(&key, challenge, given).is_ok()
 }
 
 /// The host's verdict on a HELLO: `None` to accept, or the reason to refuse.
@@ -273,17 +284,26 @@ mod tests {
     }
 
     #[test]
-    fn hello_carries_the_secret() {
+    fn proofs_need_the_secret_and_the_challenge() {
+        let c = new_challenge().unwrap();
+        assert_ne!(c, new_challenge().unwrap());
+        let p = proof(b"s3cret", &c);
+        assert_eq!(p.len(), PROOF_LEN);
+        assert!(proof_matches(b"s3cret", &c, &p));
+        assert!(!proof_matches(b"s3creT", &c, &p));
+        assert!(!proof_matches(b"s3cret", &new_challenge().unwrap(), &p));
+        assert!(!proof_matches(b"s3cret", &c, &p[..31]));
+        assert!(!proof_matches(b"s3cret", &c, b""));
+    }
+
+    #[test]
+    fn hello_is_checked_for_truncation() {
         let f = Frame {
             kind: HELLO,
-            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b"s3cret"),
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         };
         let h = parse_hello(&f).unwrap();
         assert_eq!(h.package, PACKAGE_VERSION);
-        assert_eq!(h.secret, b"s3cret");
-        assert!(secret_matches(b"s3cret", &h.secret));
-        assert!(!secret_matches(b"s3creT", &h.secret));
-        assert!(!secret_matches(b"s3cre", &h.secret));
         let mut cut = f.body.clone();
         cut.truncate(MAGIC.len() + 4);
         assert!(parse_hello(&Frame {
@@ -297,14 +317,14 @@ mod tests {
     fn hello_checks_magic_and_versions() {
         let ok = Frame {
             kind: HELLO,
-            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         };
         let h = parse_hello(&ok).unwrap();
         assert_eq!(check_hello(&h), None);
 
         let old = Frame {
             kind: HELLO,
-            body: hello_body(PROTOCOL_VERSION + 1, "1.0.0", b""),
+            body: hello_body(PROTOCOL_VERSION + 1, "1.0.0"),
         };
         let msg = check_hello(&parse_hello(&old).unwrap()).unwrap();
         assert!(msg.contains("version mismatch"), "{msg}");
@@ -317,7 +337,7 @@ mod tests {
         assert!(parse_hello(&junk).is_err());
         let wrong_kind = Frame {
             kind: TASK,
-            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+            body: hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         };
         assert!(parse_hello(&wrong_kind).is_err());
     }

@@ -187,7 +187,7 @@ impl Sim {
         s.set_read_timeout(Duration::from_secs(10));
         (&s).write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         ))
         .unwrap();
         let reply = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
@@ -988,7 +988,7 @@ async fn light_daemon(
     let mut rd = tokio::io::BufReader::with_capacity(512, rd);
     wr.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
     ))
     .await?;
     let welcome = read_frame(&mut rd, HANDSHAKE_MAX).await?;

@@ -43,7 +43,7 @@ fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
     let mut s = connect(host);
     s.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
     ))
     .unwrap();
     assert_eq!(
@@ -103,11 +103,8 @@ fn hostile_peers_are_dropped_while_tasks_run() {
 
     // a well-formed hello of another protocol version gets a reason
     let mut s = connect(&host);
-    s.write_all(&frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION + 1, "0.1.0", b""),
-    ))
-    .unwrap();
+    s.write_all(&frame(HELLO, &hello_body(PROTOCOL_VERSION + 1, "0.1.0")))
+        .unwrap();
     let got = assert_dropped(s);
     let reply = read_frame_blocking(&got[..], HANDSHAKE_MAX).unwrap();
     assert_eq!(reply.kind, REJECT);
@@ -151,34 +148,47 @@ fn a_peer_without_the_hosts_secret_is_refused_silently() {
         },
     )
     .unwrap();
-    // no secret, then a wrong one: dropped without a word, counted, and
-    // no task reaches them
+    // A peer answering the challenge with a proof from no secret, a wrong
+    // one, the secret itself, or a replayed proof: dropped without a word,
+    // counted, and no task reaches it.
     let queued = submit(&host, b"for a real daemon only");
-    for wrong in [
-        &b""[..],
-        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-    ] {
+    let challenged = || {
         let mut s = connect(&host);
         s.write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, wrong),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         ))
         .unwrap();
+        let c = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
+        assert_eq!(c.kind, CHALLENGE);
+        assert_eq!(c.body.len(), PROOF_LEN);
+        (s, c.body)
+    };
+    let (_, first_challenge) = challenged();
+    let replayed = proof(secret.as_bytes(), &first_challenge);
+    wait_refused(&host, 1);
+    type Answer<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+    let answers: Vec<Answer> = vec![
+        Box::new(|c| proof(b"", c)),
+        Box::new(|c| proof(b"0123456789abcdef0123456789abcdef", c)),
+        Box::new(|_| secret.as_bytes().to_vec()),
+        Box::new(|_| replayed.clone()),
+    ];
+    for answer in &answers {
+        let (mut s, c) = challenged();
+        s.write_all(&frame(PROOF, &answer(&c))).unwrap();
         assert!(
             assert_dropped(s).is_empty(),
             "a refused peer was told something"
         );
     }
-    wait_refused(&host, 2);
+    wait_refused(&host, 1 + answers.len() as u64);
     assert_eq!(host.connections(), 0);
     assert!(queued.is_pending());
-    // the right secret is admitted and gets the task
-    let mut s = connect(&host);
-    s.write_all(&frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, secret.as_bytes()),
-    ))
-    .unwrap();
+    // the proof for this challenge is admitted and gets the task
+    let (mut s, c) = challenged();
+    s.write_all(&frame(PROOF, &proof(secret.as_bytes(), &c)))
+        .unwrap();
     assert_eq!(
         read_frame_blocking(&s, HANDSHAKE_MAX).unwrap().kind,
         WELCOME

@@ -17,7 +17,7 @@ fn simulated_daemon(url: &str) -> TcpStream {
     s.set_nodelay(true).unwrap();
     s.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
     ))
     .unwrap();
     let reply = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();

@@ -43,7 +43,7 @@ fn join(s: &SyncStream) {
     let mut w = s;
     w.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
     ))
     .unwrap();
     assert_eq!(read_frame_blocking(s, HANDSHAKE_MAX).unwrap().kind, WELCOME);
@@ -123,7 +123,7 @@ fn plain_and_silent_peers_at_a_tls_port() {
     plain
         .write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, b""),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
         ))
         .unwrap();
     let mut got = Vec::new();
