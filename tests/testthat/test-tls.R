@@ -48,6 +48,23 @@ test_that("wss:// and ws:// with a path carry tasks, several daemons on one port
   daemons(0)
 })
 
+test_that("zero-config certificates name hostnames and IPv6 addresses", {
+  daemons(1, url = "wss://localhost:0/by-name")
+  expect_match(status()$daemons, "^wss://localhost:[0-9]+/by-name$")
+  expect_identical(mirai("by name")[], "by name")
+  daemons(0)
+  ok <- tryCatch({
+    daemons(url = "tls+tcp://[::1]:0")
+    TRUE
+  }, error = function(e) FALSE)
+  skip_if_not(ok, "IPv6 loopback unavailable")
+  on.exit(daemons(0))
+  expect_match(status()$daemons, "^tls\\+tcp://\\[::1\\]:[0-9]+$")
+  launch_local(1)
+  expect_true(wait_conn(1, timeout = 20))
+  expect_identical(mirai(6 * 7)[], 42)
+})
+
 test_that("a daemon dialling the wrong websocket path is refused", {
   daemons(url = "ws://127.0.0.1:0/right")
   on.exit(daemons(0))
