@@ -21,6 +21,15 @@ async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
         .expect("timed out")
 }
 
+/// The server's pump has ended, and its inner end sees EOF with nothing
+/// more delivered.
+async fn assert_pump_ended(task: JoinHandle<std::io::Result<()>>, inner: &mut UnixStream) {
+    within(3, task).await.unwrap().unwrap();
+    let mut rest = Vec::new();
+    inner.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
 /// Deterministic bytes that do not repeat with period 4 (as masks do).
 fn pattern(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -384,10 +393,7 @@ async fn huge_announced_frame_is_streamed_not_allocated() {
         inner.read_exact(&mut got).await.unwrap();
         assert_eq!(got, std::array::from_fn(|i| i as u8));
         drop(s);
-        within(3, task).await.unwrap().unwrap();
-        let mut rest = Vec::new();
-        inner.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
+        assert_pump_ended(task, &mut inner).await;
     })
     .await;
 }
@@ -448,10 +454,7 @@ async fn raw_client_ping_data_and_server_frames() {
             .unwrap();
         let (b0, _, _, payload) = read_frame(&mut s).await;
         assert_eq!((b0, payload.as_slice()), (0x88, &[0x03, 0xe8][..]));
-        within(3, task).await.unwrap().unwrap();
-        let mut rest = Vec::new();
-        inner.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
+        assert_pump_ended(task, &mut inner).await;
     })
     .await;
 }
