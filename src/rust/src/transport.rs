@@ -19,8 +19,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-/// Bytes a carrier moves per read: large messages pass in few steps.
-const CARRIER_BUFFER: usize = 256 * 1024;
+/// Bytes a carrier moves per read, each way: large messages pass in few
+/// steps, while a host with thousands of TLS daemons holds 128 KiB each.
+const CARRIER_BUFFER: usize = 64 * 1024;
 
 /// Socket buffer size asked for on every connection: large messages then
 /// move in fewer, larger steps (the kernel caps it at its own maximum).

@@ -33,7 +33,7 @@ pub enum Role {
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_HEAD: usize = 8 * 1024;
-const SEND_CHUNK: usize = 256 * 1024;
+const SEND_CHUNK: usize = 64 * 1024;
 const RECV_CHUNK: usize = 64 * 1024;
 /// Longest frame header: 2 bytes, a 64-bit length and a mask.
 const MAX_HEADER: usize = 14;
