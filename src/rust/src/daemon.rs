@@ -93,7 +93,7 @@ struct Watch {
 /// Used from R's main thread only; the locks just make that safe to state.
 pub struct Client {
     url: Url,
-    /// Presented to the host in every HELLO (see `host::new_secret`).
+    /// Proven to the host in every handshake (see `host::new_secret`).
     secret: Vec<u8>,
     /// Trust settings for a secure URL.
     tls: Option<Arc<rustls::ClientConfig>>,

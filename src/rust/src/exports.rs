@@ -92,7 +92,7 @@ fn wait_until(done: impl Fn() -> bool + Clone) -> bool {
 
 /// Listen at `url`; an ephemeral host serves one task to one process.
 /// With `dispatcher`, `memory_mb` (> 0 and finite) bounds queued payloads.
-/// Daemons must present `secret`, or a fresh random one if it is empty
+/// Daemons must prove they know `secret`, or a fresh random one if it is empty
 /// (the handle's "secret" attribute). A secure URL uses the PEM certificate
 /// chain and key given (the key decrypted with `tls_pass` unless NULL), or
 /// with none given, single-use credentials whose authority's certificate

@@ -42,7 +42,7 @@ pub struct HostConfig {
     pub dispatcher: bool,
     /// Dispatcher: budget in bytes for queued task payloads.
     pub memory_limit: Option<u64>,
-    /// The secret a daemon must present in its HELLO (see
+    /// The secret a daemon must prove it knows in the handshake (see
     /// [`new_secret`]); `None` admits any daemon of the right version.
     pub secret: Option<Vec<u8>>,
     /// TLS settings for a secure URL (`tls+tcp://`, `wss://`).
