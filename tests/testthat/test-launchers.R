@@ -1,11 +1,12 @@
 # Launch configurations against real parts: an OpenSSH server started for
 # the test, and a scheduler stand-in (/bin/sh) that runs the job script.
 
-# Start sshd on 127.0.0.1 at a random high port with a throwaway host key
-# and an authorized key; returns list(port, ssh = wrapper script, stop =
-# function). The daemons it starts run `Rscript` from a fresh login, so
-# mirai must be installed in R's default library (as CI does).
-start_sshd <- function() {
+# Start sshd at `address` (inside network namespace `netns`, if given) at a
+# random high port with a throwaway host key and an authorized key; returns
+# list(port, ssh = wrapper script, stop = function). The daemons it starts
+# run `Rscript` from a fresh login, so mirai must be installed in R's
+# default library (as CI does).
+start_sshd <- function(address = "127.0.0.1", netns = NULL) {
   sshd <- "/usr/sbin/sshd"
   skip_if_not(file.exists(sshd), "OpenSSH server not installed (Debian: openssh-server)")
   skip_if_not(nzchar(Sys.which("ssh")) && nzchar(Sys.which("ssh-keygen")), "ssh client not installed")
@@ -19,22 +20,23 @@ start_sshd <- function() {
   if (!dir.exists("/run/sshd")) dir.create("/run/sshd", mode = "0755")
   port <- sample(20000:40000, 1L)
   writeLines(c(
-    sprintf("Port %d", port), "ListenAddress 127.0.0.1",
+    sprintf("Port %d", port), sprintf("ListenAddress %s", address),
     sprintf("HostKey %s", file.path(dir, "host_key")),
     sprintf("AuthorizedKeysFile %s", file.path(dir, "authorized_keys")),
     sprintf("PidFile %s", file.path(dir, "sshd.pid")),
     "PermitRootLogin yes", "StrictModes no", "PasswordAuthentication no",
     "KbdInteractiveAuthentication no", "UsePAM no", "AllowTcpForwarding yes"
   ), file.path(dir, "sshd_config"))
-  p <- processx::process$new(sshd, c("-D", "-e", "-f", file.path(dir, "sshd_config")),
-                             stdout = "|", stderr = "|", cleanup = TRUE)
+  cmd <- c(sshd, "-D", "-e", "-f", file.path(dir, "sshd_config"))
+  if (!is.null(netns)) cmd <- c("ip", "netns", "exec", netns, cmd)
+  p <- processx::process$new(cmd[1L], cmd[-1L], stdout = "|", stderr = "|", cleanup = TRUE)
   ssh <- file.path(dir, "ssh")
   writeLines(c("#!/bin/sh", sprintf(
     "exec ssh -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \"$@\"",
     file.path(dir, "client_key"))), ssh)
   Sys.chmod(ssh, "0755")
   ok <- wait_for(function() {
-    con <- tryCatch(suppressWarnings(socketConnection("127.0.0.1", port, open = "r+b", timeout = 1)),
+    con <- tryCatch(suppressWarnings(socketConnection(address, port, open = "r+b", timeout = 1)),
                     error = function(e) NULL)
     if (is.null(con)) return(FALSE)
     close(con)
@@ -241,4 +243,24 @@ test_that("a daemon in its own network namespace dials the host across a link", 
   pid <- mirai(Sys.getpid())[]
   daemons(0)
   expect_true(wait_for(function() !pid_alive(pid), timeout = 10))
+})
+
+test_that("an SSH tunnel carries a daemon that cannot reach the host by itself", {
+  net <- make_netns()
+  skip_if(is.null(net$ns), attr(net, "reason"))
+  on.exit(net$cleanup())
+  # the "remote machine" is the namespace: its sshd listens on its side of
+  # the link, and its 127.0.0.1 is its own, not the host's
+  sshd <- start_sshd(address = net$peer_ip, netns = net$ns)
+  on.exit(sshd$stop(), add = TRUE, after = FALSE)
+  remote <- sprintf("ssh://root@%s:%d", net$peer_ip, sshd$port)
+  daemons(url = "tcp://127.0.0.1:0", remote = ssh_config(remote, tunnel = TRUE, command = sshd$ssh))
+  on.exit(daemons(0), add = TRUE, after = FALSE)
+  expect_true(wait_conn(1, timeout = 30))
+  # the daemon runs in the namespace, so it reached the host's loopback
+  # port only through the tunnel
+  addrs <- mirai(system2("ip", c("-4", "-o", "addr", "show"), stdout = TRUE))[]
+  expect_true(any(grepl(net$peer_ip, addrs, fixed = TRUE)))
+  expect_false(any(grepl(net$host_ip, addrs, fixed = TRUE)))
+  expect_identical(mirai(6 * 7)[], 42)
 })
