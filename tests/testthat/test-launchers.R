@@ -198,6 +198,9 @@ make_netns <- function() {
   peer_ip <- sprintf("10.213.%d.2", octet)
   run <- function(...) system2("ip", c(...), stdout = FALSE, stderr = FALSE)
   cleanup <- function() {
+    # processes left in the namespace would outlive its name, cut off
+    pids <- suppressWarnings(system2("ip", c("netns", "pids", ns), stdout = TRUE, stderr = FALSE))
+    if (length(pids)) tools::pskill(as.integer(pids), tools::SIGKILL)
     run("netns", "del", ns)
     run("link", "del", host_if)
   }
@@ -254,8 +257,17 @@ test_that("an SSH tunnel carries a daemon that cannot reach the host by itself",
   sshd <- start_sshd(address = net$peer_ip, netns = net$ns)
   on.exit(sshd$stop(), add = TRUE, after = FALSE)
   remote <- sprintf("ssh://root@%s:%d", net$peer_ip, sshd$port)
+  # the ssh client (in the background, holding the tunnel) ends once its
+  # daemon has; it is killed if not, before the link it uses goes away
+  ssh_clients <- function()
+    suppressWarnings(system2("pgrep", c("-f", shQuote(paste0("[r]oot@", net$peer_ip))), stdout = TRUE))
+  on.exit({
+    daemons(0)
+    wait_for(function() !length(ssh_clients()), timeout = 10)
+    pids <- ssh_clients()
+    if (length(pids)) tools::pskill(as.integer(pids), tools::SIGKILL)
+  }, add = TRUE, after = FALSE)
   daemons(url = "tcp://127.0.0.1:0", remote = ssh_config(remote, tunnel = TRUE, command = sshd$ssh))
-  on.exit(daemons(0), add = TRUE, after = FALSE)
   expect_true(wait_conn(1, timeout = 30))
   # the daemon runs in the namespace, so it reached the host's loopback
   # port only through the tunnel
@@ -263,4 +275,5 @@ test_that("an SSH tunnel carries a daemon that cannot reach the host by itself",
   expect_true(any(grepl(net$peer_ip, addrs, fixed = TRUE)))
   expect_false(any(grepl(net$host_ip, addrs, fixed = TRUE)))
   expect_identical(mirai(6 * 7)[], 42)
+  expect_length(ssh_clients(), 1L)
 })
