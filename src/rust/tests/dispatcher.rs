@@ -11,14 +11,13 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{port_of, wait};
+use common::{join, wait};
 use mirai::aio::{Aio, Outcome, ERR_CANCELED, ERR_CONNECTION_RESET, ERR_TIMEOUT};
 use mirai::host::{task_frame, Host, HostConfig, Task};
 use mirai::protocol::*;
+use mirai::transport::{dial_sync, SyncStream};
+use mirai::url::Url;
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -112,64 +111,9 @@ fn expect_error(aio: &Aio, code: i32) {
     }
 }
 
-/// A connection to the host, TCP or abstract Unix socket.
-enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Read for &Sock {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match *self {
-            Sock::Tcp(s) => (&*s).read(buf),
-            Sock::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Sock {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match *self {
-            Sock::Tcp(s) => (&*s).write(buf),
-            Sock::Unix(s) => (&*s).write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sock {
-    fn dial(url: &str) -> Sock {
-        if let Some(name) = url.strip_prefix("abstract://") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-            Sock::Unix(UnixStream::connect_addr(&addr).unwrap())
-        } else {
-            let s = TcpStream::connect(("127.0.0.1", port_of(url))).unwrap();
-            s.set_nodelay(true).unwrap();
-            Sock::Tcp(s)
-        }
-    }
-
-    fn fd(&self) -> RawFd {
-        match self {
-            Sock::Tcp(s) => s.as_raw_fd(),
-            Sock::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
-    fn set_read_timeout(&self, t: Duration) {
-        match self {
-            Sock::Tcp(s) => s.set_read_timeout(Some(t)).unwrap(),
-            Sock::Unix(s) => s.set_read_timeout(Some(t)).unwrap(),
-        }
-    }
-}
-
 /// A simulated daemon driven step by step from the test.
 struct Sim {
-    s: Sock,
+    s: SyncStream,
 }
 
 /// A TASK as a daemon receives it.
@@ -183,15 +127,10 @@ struct Got {
 impl Sim {
     /// Connect and complete the handshake like a daemon would.
     fn connect(url: &str) -> Sim {
-        let s = Sock::dial(url);
-        s.set_read_timeout(Duration::from_secs(10));
-        (&s).write_all(&frame(
-            HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
-        ))
-        .unwrap();
-        let reply = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
-        assert_eq!(reply.kind, WELCOME);
+        let url = Url::parse(url).unwrap();
+        let s = dial_sync(&url, Duration::from_secs(10), None).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        join(&s);
         Sim { s }
     }
 

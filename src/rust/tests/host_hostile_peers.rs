@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{port_of, submit, wait};
+use common::{join, port_of, submit, wait};
 use mirai::aio::Outcome;
 use mirai::host::Host;
 use mirai::protocol::*;
@@ -41,15 +41,7 @@ fn wait_refused(host: &Host, n: u64) {
 /// A well-behaved simulated daemon answering `n` tasks with their payload.
 fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
     let mut s = connect(host);
-    s.write_all(&frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
-    ))
-    .unwrap();
-    assert_eq!(
-        read_frame_blocking(&s, HANDSHAKE_MAX).unwrap().kind,
-        WELCOME
-    );
+    join(&s);
     std::thread::spawn(move || {
         for _ in 0..n {
             let f = read_frame_blocking(&s, FRAME_MAX).unwrap();

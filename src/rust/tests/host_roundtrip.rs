@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{port_of, submit, wait};
+use common::{join, port_of, submit, wait};
 use mirai::aio::{Outcome, ERR_CONNECTION_RESET};
 use mirai::host::Host;
 use mirai::protocol::*;
@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 
 /// Connect and complete the handshake like a daemon would.
 fn simulated_daemon(url: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port_of(url))).unwrap();
+    let s = TcpStream::connect(("127.0.0.1", port_of(url))).unwrap();
     s.set_nodelay(true).unwrap();
-    s.write_all(&frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
-    ))
-    .unwrap();
-    let reply = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
-    assert_eq!(reply.kind, WELCOME);
+    join(&s);
     s
 }
 

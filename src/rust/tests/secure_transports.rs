@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{port_of, submit, wait};
+use common::{join, port_of, submit, wait};
 use mirai::aio::Outcome;
 use mirai::host::{Host, HostConfig};
 use mirai::protocol::*;
@@ -36,17 +36,6 @@ fn dial(host: &Host, ca: Option<&str>) -> std::io::Result<SyncStream> {
     let url = Url::parse(host.url()).unwrap();
     let tls = ca.map(|pem| mirai::tls::client_config(Some(pem)).unwrap());
     dial_sync(&url, TIMEOUT, tls.as_ref())
-}
-
-/// Say hello on `s` and expect to be welcomed.
-fn join(s: &SyncStream) {
-    let mut w = s;
-    w.write_all(&frame(
-        HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
-    ))
-    .unwrap();
-    assert_eq!(read_frame_blocking(s, HANDSHAKE_MAX).unwrap().kind, WELCOME);
 }
 
 /// Answer `n` tasks on `s` with their own payloads.

@@ -3,12 +3,24 @@
 
 use mirai::aio::{self, Aio};
 use mirai::host::{task_frame, Host, Task};
-use mirai::protocol::finish_frame;
+use mirai::protocol::*;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Say HELLO on `s` as a daemon of this version does and expect WELCOME
+/// (hosts in these tests have no secret, so no challenge comes first).
+pub fn join<S: Read + Write>(mut s: S) {
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+    ))
+    .unwrap();
+    assert_eq!(read_frame_blocking(s, HANDSHAKE_MAX).unwrap().kind, WELCOME);
 }
 
 /// Queue a task whose payload is `payload`.
