@@ -116,17 +116,13 @@ fn host_listen(
     } else {
         secret.to_string()
     };
+    let tls = host_tls(url, tls_cert, tls_key, tls_pass.as_str())?;
     let config = HostConfig {
         ephemeral,
         dispatcher,
         memory_limit: memory_limit.filter(|_| dispatcher),
         secret: Some(secret.clone().into_bytes()),
-        tls: None,
-    };
-    let tls = host_tls(url, tls_cert, tls_key, tls_pass.as_str())?;
-    let config = HostConfig {
         tls: tls.as_ref().map(|t| t.config.clone()),
-        ..config
     };
     let h = Host::listen_with(url, config)?;
     let mut handle = robj(new_handle(Arc::new(HostHandle(h))));

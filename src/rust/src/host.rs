@@ -317,7 +317,7 @@ impl Host {
         }
     }
 
-    fn register(&self, tx: mpsc::UnboundedSender<Outgoing>, fd: Option<RawFd>) -> Option<u64> {
+    fn register(&self, tx: mpsc::UnboundedSender<Outgoing>, fd: RawFd) -> Option<u64> {
         let mut st = self.state.lock();
         if st.closed {
             return None;
@@ -466,7 +466,7 @@ async fn serve(host: Arc<Host>, accepted: Accepted) {
     let mut stop = host.shutdown.subscribe();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let Some(conn) = host.register(tx, Some(fd)) else {
+    let Some(conn) = host.register(tx, fd) else {
         return;
     };
     tokio::spawn(write_loop(host.clone(), conn, wr, rx));

@@ -20,8 +20,9 @@ pub struct Link {
     pub tx: mpsc::UnboundedSender<Outgoing>,
     /// Tasks sent and not yet answered, by task id.
     pub inflight: HashMap<u64, Arc<Aio>>,
-    /// The socket, when frames may be written to it directly.
-    fd: Option<RawFd>,
+    /// The socket, to which frames may be written directly (for TLS and
+    /// websocket connections, the plain end of their socketpair).
+    fd: RawFd,
     /// Frames are queued for the writer task: until it has drained them,
     /// new frames must queue behind them to keep their order.
     pub backlog: bool,
@@ -35,7 +36,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, fd: Option<RawFd>) -> Link {
+    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, fd: RawFd) -> Link {
         Link {
             tx,
             inflight: HashMap::new(),
@@ -54,16 +55,15 @@ impl Link {
     /// locked, which keeps the socket open meanwhile. False if the
     /// connection's writer has gone.
     pub fn send(&mut self, frame: SharedFrame) -> bool {
-        if let (Some(fd), false) = (self.fd, self.backlog) {
-            let sent = write_nonblocking(fd, &frame);
-            if sent == frame.len() {
-                return true;
-            }
-            self.backlog = true;
-            return self.tx.send((frame, sent)).is_ok();
+        if self.backlog {
+            return self.tx.send((frame, 0)).is_ok();
+        }
+        let sent = write_nonblocking(self.fd, &frame);
+        if sent == frame.len() {
+            return true;
         }
         self.backlog = true;
-        self.tx.send((frame, 0)).is_ok()
+        self.tx.send((frame, sent)).is_ok()
     }
 
     /// Send a task and remember it as unfinished.
