@@ -6,29 +6,37 @@
 #' configuration, or, without a launch command, returns the shell commands
 #' to run there by hand.
 #'
-#' @param n integer number of daemons to launch.
+#' Each daemon's command is `Rscript -e 'mirai::daemon("<url>", ...)'`
+#' with the profile's daemon settings (or those given in `...`, which then
+#' replace them for this call), its TLS certificate, and without
+#' dispatcher its random-number stream (`rs`).
+#'
+#' @param n integer number of daemons to launch. For `launch_remote()`, may
+#'   also be a 'miraiCluster' or 'miraiNode'.
 #' @param ... daemon settings (see [daemon()]); if none are given, those
 #'   the profile was set with are used.
 #' @param remote a launch configuration from [remote_config()],
 #'   [ssh_config()], [cluster_config()] or [http_config()].
 #' @inheritParams mirai
-#' @return `launch_local()`: `n`, invisibly. `launch_remote()`: the launch
-#'   commands (class 'miraiLaunchCmd'), invisibly when they were run.
+#' @return `launch_local()`: `n`. `launch_remote()`: the launch commands, a
+#'   character vector of class 'miraiLaunchCmd' (printed one by one), also
+#'   when it ran them; for [http_config()], invisibly, the list of the
+#'   servers' responses.
 #'
 #' @section Authentication:
 #' A host admits only daemons that prove they know its secret: a random
 #' value made for each compute profile when daemons are set. The proof is an
 #' HMAC-SHA256 of a random challenge from the host, so the secret never
-#' crosses the network. Local daemons receive it
-#' in their environment. The commands from `launch_remote()` carry it as
-#' `MIRAI_SECRET=... Rscript ...`, so anyone who can read them can connect
-#' a daemon: treat them like a password. Do not paste them into logs or
-#' shared documents, and prefer launching through [ssh_config()] or a
-#' scheduler over running them where other users can list your processes'
-#' command lines (the secret is visible in the shell command while it
-#' starts). A peer without the secret, such as anything that finds an open
-#' tcp port, is dropped before it receives any task and is told nothing;
-#' `status()$refused` counts such peers.
+#' crosses the network. Local daemons receive it in their environment. The
+#' commands from `launch_remote()` carry it as `MIRAI_SECRET=... Rscript
+#' ...`, so anyone who can read them can connect a daemon: treat them like
+#' a password. Do not paste them into logs or shared documents, and prefer
+#' launching through [ssh_config()] or a scheduler over running them where
+#' other users can list your processes' command lines (the secret is
+#' visible in the shell command while it starts). A peer without the
+#' secret, such as anything that finds an open tcp port, is dropped before
+#' it receives any task and is told nothing; `status()$refused` counts such
+#' peers.
 #'
 #' If the environment variable `MIRAI_SECRET` is set in the host session,
 #' [daemons()] uses its value instead of a random one: daemons started with
@@ -36,106 +44,51 @@
 #' URL, in this session or a later one. Choose a long random value.
 #' @examples
 #' \donttest{
-#' daemons(url = local_url(), dispatcher = FALSE)
+#' daemons(url = local_url())
 #' launch_local(2)
-#' Sys.sleep(1)
-#' status()
+#' launch_remote(1)
 #' daemons(0)
 #' }
 #' @export
 launch_local <- function(n = 1L, ..., .compute = NULL) {
   profile <- .launchable_profile(.compute)
-  n <- .check_count(n)
-  settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
-  .launch_local(profile, n, settings)
-  invisible(n)
+  dots <- if (...length()) .launch_settings(profile, list(...)) else profile$dots
+  .launch_local(profile, n, dots, profile$tls)
+  n
 }
 
 #' @rdname launch_local
 #' @export
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
+  if (inherits(n, c("miraiCluster", "miraiNode"))) {
+    .compute <- attr(n, "id")
+    n <- max(length(n), 1L)
+  }
+  n <- as.integer(n)
   profile <- .launchable_profile(.compute)
-  n <- .check_count(n)
-  if (!is.list(remote) || !is.list(remote$args))
-    stop("`remote` must be a launch configuration, e.g. from remote_config()", call. = FALSE)
-  if (length(remote$args) > 1L && n != 1L && n != length(remote$args))
-    stop("`n` must equal the length of `args`, or either must be 1", call. = FALSE)
-  settings <- if (...length()) .daemon_settings(list(...)) else profile$settings
-  secret <- attr(profile$host, "secret")
-  settings <- .with_tlscert(profile, settings)
-  cmds <- vapply(seq_len(n), function(i) {
-    args <- .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher)
-    paste(paste0("MIRAI_SECRET=", secret), shQuote(remote$rscript), "-e", shQuote(args[2L]))
-  }, character(1L))
-  cmds <- structure(cmds, class = "miraiLaunchCmd")
-  if (isTRUE(remote$http)) {
-    for (cmd in cmds) .launch_http(remote, cmd)
-    return(invisible(cmds))
-  }
-  if (is.null(remote$command)) return(cmds)
-  if (!nzchar(Sys.which(remote$command)))
-    stop(sprintf("launch command '%s' not found", remote$command), call. = FALSE)
-  tunnel <- if (isTRUE(remote$tunnel)) .ssh_tunnel(profile$url)
-  for (i in seq_len(n)) {
-    args <- remote$args[[min(i, length(remote$args))]]
-    cmd <- if (remote$quote) shQuote(cmds[i]) else cmds[i]
-    if (isTRUE(remote$script)) {
-      .launch_script(remote, cmds[i])
-      next
+  dots <- if (...length()) .launch_settings(profile, list(...)) else profile$dots
+  command <- function() .daemon_call(profile, dots, profile$tls)
+  if (identical(remote[["type"]], "http")) return(invisible(.launch_http(n, remote, command)))
+  args <- if (length(remote[["command"]])) remote[["args"]]
+  if (is.list(args)) {
+    if (isTRUE(remote[["tunnel"]])) args <- .ssh_tunnel(args, profile$url)
+    if (length(args) == 1L) {
+      args <- args[[1L]]
+    } else if (n != 1L && n != length(args)) {
+      stop("`n` must equal the length of `args`, or either must be 1")
     }
-    args <- c(tunnel, args)
-    args[args == "."] <- cmd
-    status <- system2(remote$command, args, wait = isTRUE(remote$wait), stdout = FALSE,
-                      stderr = FALSE)
-    if (isTRUE(remote$wait) && !identical(status, 0L))
-      stop(sprintf("launch command '%s' failed with status %s", remote$command, status),
-           call. = FALSE)
   }
-  invisible(cmds)
-}
-
-# ssh arguments forwarding the host's port to the same port on the remote
-# machine, so its daemons dial 127.0.0.1 and need no inbound access.
-.ssh_tunnel <- function(url) {
-  if (!grepl("^tcp://127\\.0\\.0\\.1:[0-9]+$", url))
-    stop("SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`", call. = FALSE)
-  port <- sub("^.*:", "", url)
-  c("-R", sprintf("%s:127.0.0.1:%s", port, port))
-}
-
-# Ask an HTTP API to start one daemon running `cmd`.
-.launch_http <- function(remote, cmd) {
-  value <- function(x) if (is.function(x)) x() else x
-  headers <- unlist(value(remote$headers)) %||% character()
-  cookie <- value(remote$cookie)
-  token <- value(remote$token)
-  if (!is.null(cookie)) headers <- c(headers, Cookie = cookie)
-  if (!is.null(token)) headers <- c(headers, Authorization = paste("Bearer", token))
-  body <- .http_body(remote$data, cmd)
-  code <- .Call(wrap__http_request, value(remote$url), remote$method,
-                headers, body, 30)
-  if (code < 200L || code > 299L)
-    stop(sprintf("HTTP launch failed with status %d", code), call. = FALSE)
-  invisible(code)
-}
-
-# The request body: `data` called with the command, or a format string
-# whose %s becomes the command escaped as a JSON string; no data, the
-# command itself.
-.http_body <- function(data, cmd) {
-  if (is.null(data)) return(cmd)
-  if (is.function(data)) return(as.character(data(cmd)))
-  escaped <- gsub("\"", "\\\"", gsub("\\", "\\\\", cmd, fixed = TRUE), fixed = TRUE)
-  sprintf(data, escaped)
-}
-
-# Submit a job script running one daemon to a scheduler (or any command
-# that reads a script on its standard input).
-.launch_script <- function(remote, cmd) {
-  script <- tempfile("mirai-job-", fileext = ".sh")
-  writeLines(c("#!/bin/sh", remote$options, cmd), script)
-  system2(remote$command, stdin = script, stdout = FALSE, stderr = FALSE, wait = FALSE)
-  invisible()
+  count <- if (is.list(args)) length(args) else n
+  secret <- attr(profile$host, "secret")
+  calls <- vapply(seq_len(count), function(i) command(), character(1L))
+  cmds <- sprintf("%s -e %s", remote[["rscript"]], shQuote(calls))
+  if (length(remote[["command"]])) {
+    for (i in seq_along(cmds)) {
+      .run_launch(remote, if (is.list(args)) args[[i]] else args,
+                  sprintf("MIRAI_SECRET=%s %s", secret, cmds[i]))
+    }
+  }
+  structure(sprintf("MIRAI_SECRET=%s %s", secret, cmds), class = "miraiLaunchCmd")
 }
 
 #' @export
@@ -143,6 +96,90 @@ print.miraiLaunchCmd <- function(x, ...) {
   for (i in seq_along(x)) cat(sprintf("[%d]\n%s\n\n", i, x[i]), file = stdout())
   invisible(x)
 }
+
+# Run one launch command `cmd` through the configuration's command, with
+# `args` in which "." stands for it (see remote_config()). ssh's own
+# messages are shown if it fails to connect.
+.run_launch <- function(remote, args, cmd) {
+  dot <- args == "."
+  if (is.null(remote[["quote"]])) {
+    # a job script for a scheduler, given to the shell as a here-document
+    args[dot] <- cmd
+    args <- c("-c", shQuote(paste0(args[1L], args[2L], args[3L])))
+  } else {
+    args[dot] <- if (isTRUE(remote[["quote"]])) shQuote(cmd) else cmd
+  }
+  system2(remote[["command"]], args = args, wait = FALSE)
+}
+
+# Forward the host's port to the same port on each remote machine
+# (`ssh -R`), so daemons there dial 127.0.0.1 and need no inbound access.
+.ssh_tunnel <- function(args, url) {
+  parts <- regmatches(url, regexec("^[a-z+]+://([^:/]*):([0-9]+)", url))[[1L]]
+  if (length(parts) != 3L || parts[2L] != "127.0.0.1")
+    stop("SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`", call. = FALSE)
+  prefix <- sprintf("-R %s:127.0.0.1:%s", parts[3L], parts[3L])
+  lapply(args, function(a) {
+    a[1L] <- sprintf("%s %s", prefix, a[1L])
+    a
+  })
+}
+
+# Launch through an HTTP API: one request per daemon; the list of the
+# responses' status codes.
+.launch_http <- function(n, remote, command) {
+  value <- function(x) if (is.function(x)) x() else x
+  url <- value(remote[["url"]])
+  data <- remote[["data"]]
+  if (is.function(data)) data <- do.call(data, remote[["dots"]])
+  headers <- value(remote[["headers"]])
+  if (!is.null(remote[["cookie"]])) headers <- c(headers, Cookie = value(remote[["cookie"]]))
+  if (!is.null(remote[["token"]]))
+    headers <- c(headers, Authorization = sprintf("Bearer %s", value(remote[["token"]])))
+  headers <- unlist(headers) %||% character()
+  lapply(seq_len(n), function(i) {
+    cmd <- command()
+    cmd <- gsub("\n", "\\n", gsub("\"", "\\\"", gsub("\\", "\\\\", cmd, fixed = TRUE),
+                                  fixed = TRUE), fixed = TRUE)
+    .Call(wrap__http_request, url, remote[["method"]], headers, sprintf(data, cmd), 5)
+  })
+}
+
+# The daemon() call for a profile's next daemon (taking its stream).
+.daemon_call <- function(profile, dots, tls) {
+  rs <- if (is.null(profile$seed)) .next_stream(profile)
+  tls <- switch(length(tls) + 1L, "", sprintf(",tlscert=\"%s\"", tls),
+                sprintf(",tlscert=c(\"%s\",\"%s\")", tls[1L], tls[2L]))
+  if (is.null(profile$dispatcher))
+    return(sprintf("mirai::daemon(\"%s\",dispatcher=FALSE%s%s,rs=c(%s))", profile$url, dots, tls,
+                   paste(rs, collapse = ",")))
+  sprintf("mirai::daemon(\"%s\"%s%s)", profile$url, dots, tls)
+}
+
+# Daemon settings given to a launcher: as daemons() normalises them; a
+# `tlscert` among them becomes the profile's TLS setting.
+.launch_settings <- function(profile, dots) {
+  settings <- .daemon_settings(dots)
+  if (!is.null(settings$tlscert)) profile$tls <- settings$tlscert
+  settings$dots
+}
+
+.launchable_profile <- function(.compute, call = sys.call(-1L)) {
+  profile <- .profile(.compute)
+  if (is.null(profile)) .abort(.messages$requires_daemons, call)
+  if (profile$sync) .abort(.messages$sync_launch, call)
+  profile
+}
+
+# Start `n` local daemon processes for a profile.
+.launch_local <- function(profile, n, dots, tls) {
+  output <- grepl(",output=TRUE", dots, fixed = TRUE)
+  for (i in seq_len(n))
+    .Call(wrap__host_launch, profile$host, .rscript(), c("-e", .daemon_call(profile, dots, tls)),
+          output)
+}
+
+.rscript <- function() file.path(R.home("bin"), "Rscript")
 
 #' Generic Remote Launch Configuration
 #'
@@ -152,24 +189,21 @@ print.miraiLaunchCmd <- function(x, ...) {
 #' @param command the command used to launch, e.g. `"ssh"`, or `NULL` to
 #'   have [launch_remote()] return the commands for manual deployment.
 #' @param args a character vector of arguments, one element of which is `"."`
-#'   (replaced by the daemon's R command); or a list of such vectors, one per
+#'   (replaced by the daemon's command); or a list of such vectors, one per
 #'   daemon.
 #' @param rscript the Rscript executable on the remote machine.
-#' @param quote logical: whether to quote the daemon's R command.
-#' @return A list (a launch configuration).
+#' @param quote logical: whether to shell-quote the daemon's command where
+#'   it replaces `"."`.
+#' @return A list: `command`, `args`, `rscript`, `quote`, `tunnel`.
 #' @examples
 #' remote_config(command = "ssh", args = c("user@host", "."))
 #' @export
 remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript", quote = FALSE) {
-  if (!is.list(args)) args <- list(args)
-  for (a in args) {
-    if (!is.character(a) || !"." %in% a)
+  for (a in if (is.list(args)) args else list(args)) {
+    if (!any(a == "."))
       stop("`.` must be an element of the character vector(s) supplied to `args`", call. = FALSE)
   }
-  if (!is.null(command) && (!is.character(command) || length(command) != 1L))
-    stop("`command` must be NULL or a character string", call. = FALSE)
-  .check_flag(quote, "quote")
-  list(command = command, args = args, rscript = rscript, quote = quote)
+  list(command = command, args = args, rscript = rscript, quote = quote, tunnel = FALSE)
 }
 
 #' SSH Launch Configuration
@@ -186,107 +220,118 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
 #' @param command the SSH executable (or a wrapper script taking the same
 #'   arguments).
 #' @param rscript the Rscript executable on the remote machines.
-#' @return A list (a launch configuration).
+#' @return A list: `command`, `args` (one element per remote), `rscript`,
+#'   `quote`, `tunnel`.
 #' @examples
 #' ssh_config(c("ssh://10.75.32.90:222", "ssh://user@nodename"))
 #' ssh_config("ssh://10.75.32.90", tunnel = TRUE)
 #' @export
 ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh",
                        rscript = "Rscript") {
-  if (missing(remotes) || !is.character(remotes) || !length(remotes) || anyNA(remotes))
-    stop("`remotes` must be a character vector of ssh://[user@]host[:port] URLs", call. = FALSE)
-  .check_flag(tunnel, "tunnel")
-  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0)
-    stop("`timeout` must be a positive number of seconds", call. = FALSE)
-  pattern <- "^ssh://(([^@/]+)@)?([^:/@]+|\\[[^]/]+\\])(:([0-9]+))?/?$"
+  pattern <- "^ssh://(([^@/]+)@)?(\\[[^]/]+\\]|[^:/@]+)(:([0-9]+))?/?$"
   args <- lapply(remotes, function(r) {
     if (!grepl(pattern, r))
-      stop(sprintf("`remotes`: '%s' is not of the form ssh://[user@]host[:port]", r), call. = FALSE)
+      stop(sprintf("`remotes`: '%s' is not of the form ssh://[user@]host[:port]", r),
+           call. = FALSE)
     user <- sub(pattern, "\\2", r)
     host <- sub(pattern, "\\3", r)
     port <- sub(pattern, "\\5", r)
-    c("-o", sprintf("ConnectTimeout=%d", as.integer(ceiling(timeout))),
-      "-fTp", if (nzchar(port)) port else "22",
-      if (nzchar(user)) paste0(user, "@", host) else host, ".")
+    c(sprintf("-o ConnectTimeout=%s -fTp %s", as.character(timeout),
+              if (nzchar(port)) port else "22"),
+      if (nzchar(user)) sprintf("%s@%s", user, host) else host, ".")
   })
-  list(command = command, args = args, rscript = rscript, quote = TRUE, tunnel = tunnel,
-       wait = TRUE)
+  list(command = command, args = args, rscript = rscript, quote = TRUE, tunnel = isTRUE(tunnel))
 }
 
 #' HPC Cluster Launch Configuration
 #'
 #' A launch configuration for [launch_remote()] and `daemons(remote = )`
-#' that submits one job per daemon to a scheduler: Slurm (`sbatch`), SGE or
-#' PBS (`qsub`), LSF (`bsub`). Each job is a shell script made of `options`
-#' and the daemon's command, given to `command` on its standard input.
+#' that submits one job per daemon to a scheduler: Slurm (`sbatch`), SGE,
+#' Torque or PBS (`qsub`), LSF (`bsub`). Each job is a shell script made of
+#' `options` and the daemon's command, given to `command` as a
+#' here-document.
 #'
 #' @param command the submission command: `"sbatch"`, `"qsub"` or `"bsub"`
-#'   (any command reading a script on its standard input works).
-#' @param options scheduler directives, one per line, e.g.
-#'   `"#SBATCH --job-name=mirai\n#SBATCH --mem=10G"`; may also load modules
-#'   (`"module load R"`).
+#'   (only its first element is used).
+#' @param options scheduler directives and shell lines, newline-separated,
+#'   e.g. `"#SBATCH --job-name=mirai\n#SBATCH --mem=10G\nmodule load R"`;
+#'   leading spaces and tabs of each line are dropped, and no shebang is
+#'   needed.
 #' @param rscript the Rscript executable on the cluster nodes.
-#' @return A list (a launch configuration).
+#' @return A list: `command`, `args`, `rscript`, `quote`.
 #' @examples
 #' cluster_config(command = "sbatch", options = "#SBATCH --job-name=mirai
-#' #SBATCH --mem=8G")
+#'                #SBATCH --mem=8G")
 #' @export
 cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript") {
-  if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command))
-    stop("`command` must be a character string", call. = FALSE)
-  if (!is.character(options) || anyNA(options))
-    stop("`options` must be a character string of scheduler directives", call. = FALSE)
-  options <- trimws(unlist(strsplit(options, "\n", fixed = TRUE)), "left")
-  list(command = command, args = list("."), rscript = rscript, quote = FALSE, script = TRUE,
-       options = options[nzchar(options)])
+  command <- command[[1L]]
+  options <- gsub("^[ \t]+|(?<=\n)[ \t]+", "", options, perl = TRUE)
+  list(command = "/bin/sh",
+       args = c(sprintf("%s<<'EOF'\n#!/bin/sh\n%s\n", command, options), ".", "\nEOF"),
+       rscript = rscript, quote = NULL)
 }
 
 #' HTTP API Launch Configuration
 #'
 #' A launch configuration for [launch_remote()] and `daemons(remote = )`
-#' that starts each daemon through an HTTP API (for example a cloud or
-#' workbench job service): one request per daemon, carrying the daemon's
-#' shell command in its body.
+#' that starts each daemon through an HTTP API: one request per daemon
+#' whose body carries the daemon's command. The defaults launch jobs on
+#' Posit Workbench from a session running there.
 #'
-#' @param url the API endpoint (`http://` only in this version), or a
-#'   function returning it, called at launch time.
+#' @param url the API endpoint, or a function returning it (called once per
+#'   launch).
 #' @param method the HTTP method.
 #' @param headers a named character vector (or list) of request headers, or
 #'   a function returning one.
+#' @param data the request body: a format string in which `%s` is replaced
+#'   by the daemon's command escaped for a JSON string, or a function
+#'   returning one (called with the arguments in `...`).
+#' @param ... arguments for `data` when it is a function. For the Posit
+#'   Workbench default: `rscript`, `job_name`, `cluster`,
+#'   `resource_profile`, `cpus`, `memory`.
 #' @param cookie (optional) a Cookie header value, or a function returning
 #'   one.
 #' @param token (optional) a bearer token (sent as `Authorization: Bearer
 #'   <token>`), or a function returning one.
-#' @param data the request body: a format string in which `%s` is replaced
-#'   by the daemon's command escaped as a JSON string (e.g.
-#'   `'{"command": "%s"}'`), or a function taking the command and returning
-#'   the body. `NULL` sends the command itself.
-#' @param rscript the Rscript executable where the daemons run.
-#' @return A list (a launch configuration).
+#' @return A list: `type`, `url`, `method`, `headers`, `data`, `dots`,
+#'   `cookie`, `token`.
 #' @examples
-#' http_config("http://10.0.0.1:8080/jobs", token = "xyz",
-#'             data = '{"command": "%s"}')
+#' http_config("http://10.0.0.1:8080/jobs", data = '{"command": "%s"}',
+#'             token = function() Sys.getenv("API_TOKEN"))
 #' @export
-http_config <- function(url, method = "POST", headers = NULL, cookie = NULL, token = NULL,
-                        data = NULL, rscript = "Rscript") {
-  if (missing(url) || !(is.function(url) || is.character(url) && length(url) == 1L && !is.na(url)))
-    stop("`url` must be a character string or a function", call. = FALSE)
-  if (!is.character(method) || length(method) != 1L || is.na(method) || !nzchar(method))
-    stop("`method` must be a character string", call. = FALSE)
-  if (!is.null(data) && !is.function(data) &&
-      !(is.character(data) && length(data) == 1L && grepl("%s", data, fixed = TRUE)))
-    stop("`data` must be a format string containing %s, or a function", call. = FALSE)
-  list(url = url, method = method, headers = headers, cookie = cookie, token = token,
-       data = data, rscript = rscript, http = TRUE, args = list("."))
+http_config <- function(url = posit_workbench_url, method = "POST",
+                        headers = posit_workbench_headers, data = posit_workbench_data, ...,
+                        cookie = NULL, token = NULL) {
+  list(type = "http", url = url, method = method, headers = headers, data = data,
+       dots = list(...), cookie = cookie, token = token)
+}
+
+# The Posit Workbench defaults of http_config().
+posit_workbench_url <- function() {
+  address <- Sys.getenv("RS_SERVER_ADDRESS")
+  if (!nzchar(address)) stop("can only be used from Posit Workbench", call. = FALSE)
+  sprintf("%s/api/launch_job", address)
+}
+
+posit_workbench_headers <- function() {
+  cookie <- Sys.getenv("RS_SESSION_RPC_COOKIE")
+  if (!nzchar(cookie)) stop("can only be used from Posit Workbench", call. = FALSE)
+  c(Cookie = cookie, "X-RS-Session-Server-RPC-Cookie" = cookie)
+}
+
+posit_workbench_data <- function(rscript = "Rscript", job_name = "mirai_daemon", cluster = NULL,
+                                 resource_profile = NULL, cpus = NULL, memory = NULL) {
+  stop("can only be used from Posit Workbench", call. = FALSE)
 }
 
 #' URL Constructors
 #'
 #' `host_url()` returns URLs at which daemons on other machines can reach
-#' this one: one per network interface (IPv4), named by interface, loopback
-#' last. `local_url()` returns a fresh URL for connections on this machine:
-#' an abstract socket on Linux, an IPC socket file elsewhere, or
-#' `tcp://127.0.0.1:<port>` with `tcp = TRUE`.
+#' this one: one per network interface (IPv4, loopback excluded), named by
+#' interface; if there is none, the machine's name. `local_url()` returns
+#' a fresh URL for connections on this machine: an abstract socket on
+#' Linux, an IPC socket file elsewhere, or `tcp://127.0.0.1:<port>` with
+#' `tcp = TRUE`.
 #'
 #' @param tls logical: whether to return secure (`tls+tcp://`) URLs.
 #' @param tcp logical: whether to return a TCP URL on the loopback address.
@@ -300,88 +345,21 @@ http_config <- function(url, method = "POST", headers = NULL, cookie = NULL, tok
 #' local_url(tcp = TRUE, port = 5555)
 #' @export
 host_url <- function(tls = FALSE, port = 0) {
-  .check_flag(tls, "tls")
-  if (!is.numeric(port) || length(port) != 1L || is.na(port) || port < 0 || port > 65535)
-    stop("`port` must be a number from 0 to 65535", call. = FALSE)
-  addrs <- .Call(wrap__interface_addresses)
-  urls <- sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", addrs, as.integer(port))
-  names(urls) <- names(addrs)
+  ip <- .Call(wrap__interface_addresses)
+  ip <- ip[!startsWith(ip, "127.")]
+  hosts <- if (length(ip)) ip else Sys.info()[["nodename"]]
+  urls <- sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", hosts, as.integer(port))
+  names(urls) <- names(ip)
   urls
 }
 
 #' @rdname host_url
 #' @export
 local_url <- function(tcp = FALSE, port = 0) {
-  .check_flag(tcp, "tcp")
   if (tcp) return(sprintf("tcp://127.0.0.1:%d", as.integer(port)))
-  .state$url_counter <- .state$url_counter + 1L
-  name <- sprintf("mirai-%d-%d-%d", Sys.getpid(), .state$url_counter,
-                  as.integer((as.numeric(Sys.time()) * 1000) %% 1e9))
-  if (Sys.info()[["sysname"]] == "Linux") sprintf("abstract://%s", name) else
-    sprintf("ipc://%s", file.path(tempdir(), name))
+  name <- .Call(wrap__random_hex, 12L)
+  switch(Sys.info()[["sysname"]],
+         Linux = sprintf("abstract://%s", name),
+         Windows = sprintf("ipc://%s", name),
+         sprintf("ipc:///tmp/%s", name))
 }
-
-.launchable_profile <- function(.compute) {
-  profile <- .profile(.compute)
-  if (is.null(profile)) stop(.messages$requires_daemons, call. = FALSE)
-  if (profile$sync) stop(.messages$sync_launch, call. = FALSE)
-  profile
-}
-
-.check_count <- function(n) {
-  if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0)
-    stop("`n` must be a single non-negative number", call. = FALSE)
-  as.integer(n)
-}
-
-.launch_local <- function(profile, n, settings) {
-  output <- isTRUE(settings$output)
-  settings <- .with_tlscert(profile, settings)
-  for (i in seq_len(n)) {
-    .Call(wrap__host_launch, profile$host, .rscript(),
-          .daemon_args(profile$url, settings, .daemon_stream(profile), profile$dispatcher), output)
-  }
-}
-
-.rscript <- function() file.path(R.home("bin"), "Rscript")
-
-# Daemon settings plus, when the host made its own TLS credentials, the
-# certificate its daemons must trust (unless the user gave one).
-.with_tlscert <- function(profile, settings) {
-  ca <- attr(profile$host, "tlscert")
-  if (!is.null(ca) && is.null(settings$tlscert)) settings$tlscert <- c(ca, "")
-  settings
-}
-
-# Rscript arguments running mirai::daemon(url, <settings>, rs = <stream>).
-.daemon_args <- function(url, settings, rs = NULL, dispatcher = FALSE) {
-  args <- c(list(url, dispatcher = isTRUE(dispatcher)), settings)
-  if (!is.null(rs)) args$rs <- rs
-  values <- vapply(args, function(v) paste(deparse(v, control = c("keepInteger", "keepNA")),
-                                           collapse = ""), character(1L))
-  nms <- names(args)
-  inner <- paste(ifelse(nzchar(nms), paste0(nms, " = ", values), values), collapse = ", ")
-  c("-e", sprintf("mirai::daemon(%s)", inner))
-}
-
-.daemon_setting_names <- c("asyncdial", "autoexit", "cleanup", "output", "idletime",
-                           "walltime", "maxtasks", "tlscert")
-
-# Validate daemon settings given to daemons() / the launchers.
-.daemon_settings <- function(settings) {
-  if (!length(settings)) return(list())
-  nms <- names(settings)
-  if (is.null(nms) || !all(nzchar(nms)))
-    stop("daemon settings in `...` must be named", call. = FALSE)
-  bad <- setdiff(nms, .daemon_setting_names)
-  if (length(bad))
-    stop(sprintf("unknown daemon setting(s) in `...`: %s", paste(bad, collapse = ", ")), call. = FALSE)
-  for (f in intersect(nms, c("asyncdial", "cleanup", "output"))) .check_flag(settings[[f]], f)
-  for (f in intersect(nms, c("idletime", "walltime", "maxtasks"))) .check_limit(settings[[f]], f)
-  if (!is.null(settings$autoexit) && (!is.logical(settings$autoexit) || length(settings$autoexit) != 1L))
-    stop("`autoexit` must be TRUE, NA or FALSE", call. = FALSE)
-  if (!is.null(settings$tlscert)) .check_tlscert(settings$tlscert)
-  settings
-}
-
-.eval_sync <- function(task) .eval_task(task, new.env(parent = .GlobalEnv))

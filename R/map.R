@@ -2,32 +2,42 @@
 #'
 #' Asynchronous parallel map of a function over a list or vector using
 #' mirai, one task per element. A data frame or matrix `.x` is mapped over
-#' its rows, the row's values becoming the arguments of `.f` (like [Map()]
-#' or `purrr::pmap()`); element (row) names are kept. Requires daemons to be
-#' set (see [daemons()]).
+#' its rows, the row's values becoming the arguments of `.f` (as with
+#' [Map()] or `purrr::pmap()`). Requires daemons to be set.
 #'
-#' Collect the results with `[]` (the list of values) and the options
-#' `.flat` (flatten to a vector), `.progress` (show a progress bar: cli's
-#' when installed, otherwise a plain text bar on stderr) and `.stop` (stop
-#' at the first error, cancelling the remaining elements, with an R error
-#' "In index i: ..."). Options combine: `mp[.stop, .progress]`.
-#' [collect_mirai()] takes the same options as a character vector or a
-#' named list.
+#' Each element is evaluated as `do.call(.f, c(list(element), .args), quote
+#' = TRUE)` (a row: its columns as the arguments), so unnamed `.args` are
+#' passed by position after the element and named ones by name. Objects in
+#' `...` go to the daemons' global environments. Names are kept: `names(.x)`
+#' for a vector or list, character row names for a data frame, row names
+#' for a matrix.
+#'
+#' Collect the results with `x[]` (the list of values), or with options:
+#' `x[.flat]` flattens them to a vector (`unlist(recursive = FALSE)`),
+#' erroring if their types differ; `x[.progress]` shows a progress bar
+#' (cli's when installed, else a text bar on stderr); `x[.stop]` stops at
+#' the first error in index order, cancelling the rest, with an error
+#' naming the index. Options combine: `x[.stop, .progress]`.
+#' [collect_mirai()] takes the same options as a character vector or named
+#' list.
 #'
 #' @param .x a list or atomic vector, or a data frame or matrix (rows).
 #' @param .f a function to apply to each element (row) of `.x`.
 #' @param ... (optional) named objects placed in the daemons' global
-#'   environment, or a single environment whose objects are all passed.
-#' @param .args (optional) a named list of further constant arguments to
-#'   `.f`.
-#' @param .promise not available in this version.
+#'   environment, or an environment whose objects are all passed.
+#' @param .args (optional) further arguments to `.f`: a list, or an atomic
+#'   vector (one argument per element); named ones are passed by name,
+#'   unnamed ones by position.
+#' @param .promise (optional) a function to register on each element's
+#'   promise as its fulfilment handler, or a list of the fulfilment and
+#'   rejection handlers (requires the promises package).
 #' @inheritParams mirai
 #'
 #' @return A 'mirai_map' (a list of 'mirai' objects), invisibly. Printed as
 #'   `< mirai map [k/n] >` with k resolved of n.
 #' @examples
 #' \donttest{
-#' daemons(2, dispatcher = FALSE)
+#' daemons(2)
 #' mp <- mirai_map(1:4, function(x, y) x + y, .args = list(y = 10))
 #' mp[.flat]
 #' mirai_map(data.frame(a = 1:2, b = 3:4), function(a, b) a * b)[]
@@ -35,82 +45,65 @@
 #' }
 #' @export
 mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = NULL) {
-  if (!is.function(.f)) stop(sprintf("`.f` must be of type function, not %s", typeof(.f)), call. = FALSE)
-  if (!daemons_set(.compute)) {
-    if (on_daemon()) stop(.messages$within_map, call. = FALSE)
-    require_daemons(.compute, call = environment())
+  require_daemons(.compute, call = environment())
+  if (!is.function(.f)) stop(sprintf("`.f` must be of type function, not %s", typeof(.f)))
+  call <- sys.call()
+  profile <- .profile(.compute)
+  globals <- .task_globals(list(...), call)
+  submit <- function(elem, expr) {
+    payload <- .payload(expr, globals, list(.f = .f, .x = elem, .args = .args))
+    .submit(payload, NULL, profile$compute, call, flags = .flag_map)
   }
-  if (!is.null(.promise)) stop("`.promise` is not available in this version of mirai", call. = FALSE)
-  if (!is.list(.args) || length(.args) && (is.null(names(.args)) || !all(nzchar(names(.args)))))
-    stop(.messages$named_args, call. = FALSE)
-  template <- .make_task(quote(NULL), list(...), list(), NULL)
-  rows <- is.data.frame(.x) || is.matrix(.x)
-  if (rows) {
-    n <- nrow(.x)
-    labels <- if (is.data.frame(.x) && .automatic_rownames(.x)) NULL else rownames(.x)
-    elements <- if (is.data.frame(.x)) .df_rows(.x) else lapply(seq_len(n), function(i) .x[i, , drop = TRUE])
-    expr <- .row_call(if (is.data.frame(.x)) names(.x) else colnames(.x), ncol(.x), names(.args))
+  dx <- dim(.x)
+  out <- if (is.null(dx)) {
+    expr <- quote(do.call(.f, c(list(.x), .args), quote = TRUE))
+    `names<-`(lapply(.x, submit, expr), names(.x))
+  } else if (is.data.frame(.x)) {
+    expr <- quote(do.call(.f, c(.x, .args), quote = TRUE))
+    rn <- attr(.x, "row.names", exact = TRUE)
+    `names<-`(lapply(seq_len(dx[1L]), function(i) submit(lapply(.x, `[[`, i), expr)),
+              if (is.character(rn)) rn)
   } else {
-    if (!is.vector(.x) && !is.list(.x)) .x <- as.list(.x)
-    n <- length(.x)
-    labels <- names(.x)
-    elements <- if (is.list(.x)) .x else as.list(.x)
-    expr <- as.call(c(quote(.f), quote(.x), .arg_symbols(names(.args))))
+    expr <- quote(do.call(.f, c(as.list(.x), .args), quote = TRUE))
+    `names<-`(lapply(seq_len(dx[1L]), function(i) submit(.x[i, ], expr)),
+              if (is.matrix(.x)) rownames(.x))
   }
-  template[[1L]] <- expr
-  .compute <- .profile_name(.compute)
-  out <- vector("list", n)
-  for (i in seq_len(n)) {
-    task <- template
-    task[[3L]] <- c(list(.f = .f, .x = elements[[i]]), .args)
-    out[[i]] <- .submit(task, NULL, .compute)
+  class(out) <- "mirai_map"
+  if (length(.promise)) .map_promises(out, .promise)
+  invisible(out)
+}
+
+# Register `.promise` handlers on each element (see mirai_map()).
+.map_promises <- function(x, handlers) {
+  if (is.list(handlers)) {
+    for (m in x) promises::then(m, handlers[[1L]], if (length(handlers) > 1L) handlers[[2L]])
+  } else {
+    for (m in x) promises::then(m, handlers)
   }
-  names(out) <- labels
-  invisible(structure(out, class = c("mirai_map", "list")))
-}
-
-.arg_symbols <- function(nms) {
-  if (!length(nms)) return(list())
-  structure(lapply(nms, as.symbol), names = nms)
-}
-
-# `.f(.x[[1]], .x[[2]], ...)`, naming arguments by column where named.
-.row_call <- function(cols, ncol, argnames) {
-  args <- lapply(seq_len(ncol), function(j) call("[[", quote(.x), j))
-  if (!is.null(cols)) names(args) <- cols
-  as.call(c(quote(.f), args, .arg_symbols(argnames)))
-}
-
-.df_rows <- function(df) {
-  cols <- lapply(df, function(col) if (is.factor(col)) as.character(col) else col)
-  lapply(seq_len(nrow(df)), function(i) lapply(cols, `[[`, i))
-}
-
-.automatic_rownames <- function(df) {
-  rn <- .row_names_info(df, type = 1L)
-  is.integer(rn) && rn < 0L || identical(rownames(df), as.character(seq_len(nrow(df))))
 }
 
 #' @export
 print.mirai_map <- function(x, ...) {
-  n <- length(x)
-  done <- .Call(wrap__aio_count_resolved, x)
-  cat(sprintf("< mirai map [%d/%d] >\n", done, n), file = stdout())
+  cat(sprintf("< mirai map [%d/%d] >\n", .Call(wrap__aio_count_resolved, x), length(x)),
+      file = stdout())
   invisible(x)
 }
 
-
 #' @export
 `[.mirai_map` <- function(x, ...) {
-  env <- parent.frame()
-  args <- as.list(substitute(list(...)))[-1L]
-  args <- args[!vapply(args, function(a) identical(a, quote(expr = )), logical(1L))]
-  values <- lapply(args, eval, envir = env)
-  if (!all(vapply(values, inherits, logical(1L), "miraiMapOption"))) {
-    # ordinary subsetting, e.g. mp[1:2], keeps a mirai_map
-    return(structure(do.call(`[`, c(list(unclass(x)), values)), class = class(x)))
-  }
-  .collect_map(x, .map_options(vapply(values, as.character, character(1L))))
+  if (!...length() || missing(..1)) return(collect_mirai(x))
+  # the option symbols are looked up in the options table, not in the
+  # caller's frame; anything else must evaluate to an option object
+  envir <- parent.frame()
+  options <- vapply(as.list(substitute(list(...)))[-1L], function(a) {
+    if (is.symbol(a) && as.character(a) %in% names(.map_option_table)) return(as.character(a))
+    value <- eval(a, envir)
+    if (!inherits(value, "miraiMapOption"))
+      stop("collection options are .flat, .progress and .stop, e.g. x[.stop, .progress]",
+           call. = FALSE)
+    unclass(value)
+  }, character(1L))
+  .collect_map(x, .map_options(options))
 }
 
 #' mirai Map Options
@@ -118,7 +111,7 @@ print.mirai_map <- function(x, ...) {
 #' Collection options for a 'mirai_map': `x[.flat]`, `x[.progress]`,
 #' `x[.stop]`, combined as `x[.stop, .progress]`. See [mirai_map()].
 #'
-#' @format Objects of class 'miraiMapOption'.
+#' @format Objects naming a collection option.
 #' @name map_options
 #' @export
 .flat <- structure(".flat", class = "miraiMapOption")
@@ -131,91 +124,107 @@ print.mirai_map <- function(x, ...) {
 #' @export
 .stop <- structure(".stop", class = "miraiMapOption")
 
-# Normalise options: a character vector or a named list (purrr passes
-# list(.stop = TRUE, .progress = <cli spec>)).
+# What each option does, before the first element (`i` 0) and after each
+# element is collected: see .collect_map().
+.map_option_table <- new.env(parent = emptyenv())
+.map_option_table$.flat <- "flat"
+.map_option_table$.progress <- "progress"
+.map_option_table$.stop <- "stop"
+
+# The options selected by `options`: a character vector of option names,
+# or a named vector or list whose names select (values ignored but that of
+# `.progress`, the progress bar's name or cli arguments). Unknown names are
+# mget()'s error.
 .map_options <- function(options) {
-  res <- list(flat = FALSE, progress = FALSE, stop = FALSE)
-  if (is.null(options)) return(res)
-  if (is.character(options)) {
-    bad <- setdiff(options, c(".flat", ".progress", ".stop"))
-    if (length(bad)) stop(sprintf("unknown collection option(s): %s", paste(bad, collapse = ", ")), call. = FALSE)
-    res$flat <- ".flat" %in% options
-    res$progress <- ".progress" %in% options
-    res$stop <- ".stop" %in% options
-    return(res)
+  progress <- NULL
+  if (length(names(options))) {
+    progress <- options[[".progress"]]
+    options <- names(options)
   }
-  if (!is.list(options)) stop("`options` must be a character vector or a named list", call. = FALSE)
-  res$flat <- isTRUE(options$.flat)
-  res$stop <- isTRUE(options$.stop)
-  p <- options$.progress
-  res$progress <- if (is.null(p) || isFALSE(p)) FALSE else p
-  res
+  list(steps = unlist(mget(options, envir = .map_option_table), use.names = FALSE),
+       progress = progress)
 }
 
-.collect_map <- function(x, opts) {
-  # Rust flags errors only until R has taken a value: look at those first
-  r <- if (opts$stop) .first_taken_error(x) else 0L
-  bar <- if (!isFALSE(opts$progress) && !r) .progress_bar(length(x), opts$progress, environment())
-  if (!r) repeat {
-    r <- .Call(wrap__aio_wait_map, x, opts$stop, if (is.null(bar)) -1 else 100)
-    if (r == -2L) {
-      bar$update(.Call(wrap__aio_count_resolved, x))
-      next
-    }
-    if (r == -1L) {
-      if (opts$stop) stop_mirai(x)
+# Collect a map's values in index order, applying the options in the
+# order given before the first element and after each.
+.collect_map <- function(x, opts, envir = parent.frame(2L)) {
+  for (m in x) if (!is_mirai(m)) stop(.messages$not_aio, call. = FALSE)
+  n <- length(x)
+  state <- new.env(parent = emptyenv())
+  state$type <- NULL
+  state$bar <- NULL
+  step <- function(i, xi) for (s in opts$steps) switch(s,
+    flat = .flat_step(x, i, xi, state),
+    stop = if (i > 0L && is_error_value(xi)) .stop_map(x, i, xi),
+    progress = .progress_step(i, n, opts$progress, envir, state)
+  )
+  step(0L, NULL)
+  out <- vector("list", n)
+  for (i in seq_len(n)) {
+    if (!.Call(wrap__aio_wait, x[[i]])) {
       .interrupt()
     }
-    break
+    xi <- .subset2(x[[i]], "data")
+    step(i, xi)
+    if (!is.null(xi)) out[[i]] <- xi
   }
-  if (!is.null(bar)) bar$done()
-  if (r > 0L) {
+  names(out) <- names(x)
+  if ("flat" %in% opts$steps) return(unlist(out, recursive = FALSE))
+  out
+}
+
+# .flat: every element an ordinary value of the first element's type.
+.flat_step <- function(x, i, xi, state) {
+  if (i == 0L) return()
+  if (is_error_value(xi)) .stop_map(x, i, xi)
+  type <- typeof(xi)
+  if (is.null(state$type)) {
+    state$type <- type
+  } else if (type != state$type) {
     stop_mirai(x)
-    err <- .subset2(x[[r]], "data")
-    msg <- if (is_mirai_error(err)) conditionMessage(err) else if (is_mirai_interrupt(err))
-      "interrupted" else .error_message(err)
-    stop(simpleError(sprintf("In index %d:\n%s", r, msg), call = NULL))
+    if (!.state$cli)
+      stop(sprintf("Cannot flatten outputs of differing type: %s / %s", state$type, type),
+           call. = FALSE)
+    first <- state$type
+    cli::cli_abort(c(`!` = "cannot flatten outputs of differing type: {first} / {type}"),
+                   location = i, name = names(x)[i], call = quote(mirai_map()))
   }
-  values <- lapply(x, function(m) .subset2(m, "data"))
-  if (opts$flat) values <- .flatten(values)
-  values
 }
 
-# Index of the first already resolved element holding an error value (0 if
-# none). Reading `$data` hands resolved values to R, as collecting would.
-.first_taken_error <- function(x) {
-  for (i in seq_along(x)) {
-    m <- x[[i]]
-    if (is_mirai(m) && !unresolved(m) && is_error_value(.subset2(m, "data"))) return(i)
-  }
-  0L
+# .stop (and .flat on an error): cancel the whole map, then raise an
+# error naming the element; with cli, an rlang error whose parent is the
+# element's error.
+.stop_map <- function(x, i, xi) {
+  stop_mirai(x)
+  msg <- if (is_mirai_error(xi)) attr(xi, "message") else if (is_mirai_interrupt(xi))
+    "Interrupted" else .error_text(xi)
+  if (!.state$cli) stop(sprintf("In index %d:\n%s", i, msg), call. = FALSE)
+  name <- names(x)[i]
+  parent <- if (is_mirai_error(xi)) `class<-`(attributes(xi), c("error", "condition")) else
+    errorCondition(msg)
+  bullets <- c(i = "In index: {i}.",
+               i = if (length(name) && nzchar(name)) "With name: {name}.")
+  cli::cli_abort(bullets, location = i, name = name, parent = parent,
+                 call = quote(mirai_map()))
 }
 
-.flatten <- function(values) {
-  if (!length(values)) return(values)
-  types <- vapply(values, function(v) if (is.atomic(v)) typeof(v) else class(v)[1L], character(1L))
-  if (length(unique(types)) != 1L || !all(vapply(values, is.atomic, logical(1L))))
-    stop(sprintf("Cannot flatten outputs of differing type: %s",
-                 paste(unique(types), collapse = ", ")), call. = FALSE)
-  unlist(values, use.names = TRUE)
-}
-
-# A progress bar: cli's when available, else a plain text one on stderr.
-# `env` is the frame the bar lives as long as.
-.progress_bar <- function(total, spec, env) {
-  if (requireNamespace("cli", quietly = TRUE)) {
-    args <- if (is.list(spec)) spec else if (is.character(spec)) list(name = spec) else list()
-    args$total <- total
-    args$.envir <- env
-    id <- do.call(cli::cli_progress_bar, args)
-    return(list(update = function(k) cli::cli_progress_update(id = id, set = k, .envir = env),
-                done = function() cli::cli_progress_done(id = id, .envir = env)))
+# .progress: a cli progress bar living in a child of the caller's frame,
+# or without cli a text bar on stderr.
+.progress_step <- function(i, n, spec, envir, state) {
+  if (!.state$cli) {
+    cat(sprintf("\r[ %d / %d %s", i, n, if (i < n) ".... ]" else "done ]\n"), file = stderr())
+    return()
   }
-  draw <- function(k) {
-    width <- 30L
-    filled <- if (total) floor(width * k / total) else width
-    cat(sprintf("\r[ %d / %d %s%s ]", k, total, strrep("=", filled), strrep(".", width - filled)), file = stderr())
+  if (i == 0L) {
+    state$bar <- new.env(parent = envir)
+    if (is.list(spec)) {
+      do.call(cli::cli_progress_bar,
+              c(list(total = n, auto_terminate = TRUE, .envir = state$bar), spec))
+    } else {
+      cli::cli_progress_bar(name = spec, type = NULL, total = n, auto_terminate = TRUE,
+                            .envir = state$bar)
+    }
+    return()
   }
-  draw(0L)
-  list(update = draw, done = function() { draw(total); cat("\n", file = stderr()) })
+  cli::cli_progress_update(.envir = state$bar)
 }

@@ -10,12 +10,14 @@
 #' @keywords internal
 "_PACKAGE"
 
-# Profiles (compute profiles) and package state live here.
+# Compute profiles, by name; and package state.
 .. <- new.env(hash = TRUE, parent = emptyenv())
 .state <- new.env(parent = emptyenv())
 .state$default_profile <- "default"
 .state$on_daemon <- FALSE
-.state$url_counter <- 0L
+.state$within_map <- FALSE
+.state$cli <- FALSE
+.state$profile_names <- character()
 
 .messages <- list(
   missing_expression = "missing expression, perhaps wrap in {}?",
@@ -25,16 +27,23 @@
   numeric_n = "`n` must be numeric, did you mean to provide `url`?",
   requires_daemons = "daemons must be set to use this function",
   sync_launch = "daemons cannot be launched for synchronous compute profiles",
-  within_map = "cannot create local daemons from within mirai map"
+  within_map = "cannot create local daemons from within mirai map",
+  not_aio = "object is not an Aio or list of Aios",
+  sync_message = "mirai: initial sync with daemon(s) [%d secs elapsed]"
 )
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
 
-# The profile name a call refers to.
+# An error whose call is `call` (by default the call of the function that
+# raised it, as stop() inside that function would give).
+.abort <- function(message, call = sys.call(-1L)) stop(simpleError(message, call))
+
+# The profile name a `.compute` argument refers to.
 .profile_name <- function(.compute) {
   if (is.null(.compute)) return(.state$default_profile)
+  if (inherits(.compute, "miraiCluster")) return(attr(.compute, "id"))
   if (!is.character(.compute) || length(.compute) != 1L || is.na(.compute))
-    stop("`.compute` must be a single character string naming a compute profile", call. = FALSE)
+    .abort("`.compute` must be a character string naming a compute profile", call = NULL)
   .compute
 }
 
@@ -47,13 +56,17 @@
   invokeRestart("abort")
 }
 
-# The active binding behind each pending mirai's `m$data`: it passes its
-# own frame (enclosed by the mirai) to the Rust core. The functions are
-# inlined in its body, so inside a mirai (an environment with no parent)
-# it needs no search path; each mirai gets a copy enclosed by itself.
 .onLoad <- function(libname, pkgname) {
-  f <- function() NULL
-  body(f) <- as.call(list(.Call, wrap__mirai_data, as.call(list(environment))))
-  environment(f) <- emptyenv()
-  .Call(wrap__init_mirai_template, f)
+  .state$cli <- requireNamespace("cli", quietly = TRUE)
+  # Each mirai's `data` is an active binding made by evaluating this
+  # `function() ...` in the mirai itself, whose parent is the empty
+  # environment: so every function the body calls is inlined, and the
+  # mirai is the enclosure of the binding's own frame.
+  body <- as.call(list(.Call, wrap__mirai_data,
+                       as.call(list(parent.env, as.call(list(environment))))))
+  binding <- as.call(list(`function`, NULL, body))
+  .Call(wrap__init_mirai, binding, .unserialize_error)
 }
+
+# A miraiError for a result the host could not rebuild.
+.unserialize_error <- function(message) .mirai_error(simpleError(message), list())

@@ -8,26 +8,35 @@
 #' All objects required by `.expr` should be passed explicitly: nothing from
 #' the calling environment is captured. Objects passed as `...` are placed in
 #' the global environment of the evaluation process; objects in `.args` in
-#' the local environment the expression is evaluated in.
+#' the local environment the expression is evaluated in. Functions passed
+#' either way keep working there.
+#'
+#' With no daemons set, each mirai starts an ephemeral background process
+#' for its one task. With a dispatcher memory budget (`daemons(memory = )`),
+#' `mirai()` waits while the queued payloads fill the budget (backpressure;
+#' Ctrl-C interrupts the wait); `try_mirai()` returns `NULL` instead.
 #'
 #' @param .expr an expression to evaluate asynchronously (of arbitrary
 #'   length, wrapped in `{ }` where necessary), **or else** a pre-constructed
 #'   language object (or a symbol bound to one in the calling frame).
 #' @param ... (optional) named arguments (name = value pairs) specifying
-#'   objects referenced, but not defined, in `.expr`, **or** a single
-#'   environment whose objects are all passed. Placed in the daemon's global
+#'   objects referenced, but not defined, in `.expr`, **or** an environment
+#'   whose objects are all passed. Placed in the daemon's global
 #'   environment.
-#' @param .args (optional) a named list or an environment of objects
-#'   referenced in `.expr`, placed in the local evaluation environment.
+#' @param .args (optional) a named list or named vector, or an environment,
+#'   of objects referenced in `.expr`, placed in the local evaluation
+#'   environment.
 #' @param .timeout (optional) integer milliseconds after which the mirai
-#'   resolves to an 'errorValue' 5 (timed out). `NULL` for no timeout.
+#'   resolves to an 'errorValue' 5 (timed out). `NULL` for no timeout. With
+#'   a dispatcher the task is also cancelled.
 #' @param .compute character value for the compute profile to use (`NULL`
-#'   for the default profile).
+#'   for the current profile, by default "default").
 #'
 #' @return A 'mirai' object (invisibly). Its value is at `$data`: an
 #'   'unresolved' logical NA while pending, then the result (or an
 #'   'errorValue' / 'miraiError' / 'miraiInterrupt'). `m[]` waits for it.
-#'   `attr(m, "id")` is an integer task id.
+#'   `attr(m, "id")` is an integer task id. `try_mirai()` returns `NULL`
+#'   (invisibly) when the memory budget is full.
 #'
 #' @section Errors:
 #' An error in the evaluation returns a 'miraiError' (see [is_mirai_error()])
@@ -46,123 +55,123 @@
 #' }
 #' @export
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
-  if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
+  if (missing(.expr)) stop(.messages$missing_expression)
   expr <- substitute(.expr)
-  if (is.symbol(expr) || is.call(expr) && identical(expr[[1L]], quote(quote)))
-    expr <- .task_expr(expr, parent.frame())
-  task <- .make_task(expr, list(...), .args, .timeout)
-  # the common case inline: daemons set, no timeout or per-task seed
-  profile <- ..[[if (is.null(.compute)) .state$default_profile else .profile_name(.compute)]]
-  if (is.null(profile) || profile$sync || profile$per_task_seed || !is.null(.timeout) ||
-      !is.null(profile$memory))
-    return(.submit(task, .timeout, .compute))
-  invisible(.Call(wrap__host_submit, profile$host, task, -1, FALSE))
+  call <- sys.call()
+  globals <- .task_globals(list(...), call)
+  args <- .task_args(.args, call)
+  if (is.symbol(expr) && exists(as.character(expr), envir = parent.frame()) && is.language(.expr))
+    expr <- .expr
+  invisible(.submit(.payload(expr, globals, args), .timeout, .compute, call))
 }
 
 #' @rdname mirai
-#' @details With a dispatcher memory budget (`daemons(memory = )`), `mirai()`
-#'   waits while the payloads queued at the dispatcher fill the budget
-#'   (backpressure; Ctrl-C interrupts the wait). `try_mirai()` takes the same
-#'   arguments as `mirai()` but returns `NULL` invisibly instead of waiting.
-#'   Without a memory budget both always submit at once.
 #' @export
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
-  if (missing(.expr)) stop(.messages$missing_expression, call. = FALSE)
-  expr <- .task_expr(substitute(.expr), parent.frame())
-  .submit(.make_task(expr, list(...), .args, .timeout), .timeout, .compute, try = TRUE)
+  if (missing(.expr)) stop(.messages$missing_expression)
+  expr <- substitute(.expr)
+  call <- sys.call()
+  globals <- .task_globals(list(...), call)
+  args <- .task_args(.args, call)
+  if (is.symbol(expr) && exists(as.character(expr), envir = parent.frame()) && is.language(.expr))
+    expr <- .expr
+  invisible(.submit(.payload(expr, globals, args), .timeout, .compute, call, try = TRUE))
 }
 
-# The expression to evaluate: a symbol bound to a language object (or a
-# quoted expression) stands for that object.
-.task_expr <- function(expr, env) {
-  if (is.symbol(expr)) {
-    bound <- get0(as.character(expr), envir = env, inherits = TRUE)
-    if (is.language(bound)) return(bound)
-  } else if (is.call(expr) && identical(expr[[1L]], quote(quote))) {
-    return(expr[[2L]])
+# The objects of `...` (already evaluated) that go to the daemon's global
+# environment: name = value pairs, or all the objects of an environment
+# given as the first unnamed argument (minus `.Random.seed`).
+.task_globals <- function(dots, call) {
+  if (!length(dots)) return(list())
+  nms <- names(dots)
+  if (is.null(nms)) {
+    if (!is.environment(dots[[1L]])) stop(simpleError(.messages$named_dots, call))
+    globals <- as.list.environment(dots[[1L]], all.names = TRUE)
+    globals[[".Random.seed"]] <- NULL
+    return(globals)
   }
-  expr
+  if (!all(nzchar(nms))) stop(simpleError(.messages$named_dots, call))
+  dots
 }
 
-# Validate a task's parts and bundle them: list(expr, globals, args, seed).
-.make_task <- function(expr, dots, args, timeout) {
-  if (length(dots) == 1L && is.environment(dots[[1L]]) && is.null(names(dots))) {
-    dots <- as.list.environment(dots[[1L]], all.names = TRUE)
-  } else if (length(dots) && (is.null(names(dots)) || !all(nzchar(names(dots))))) {
-    stop(.messages$named_dots, call. = FALSE)
-  }
-  if (is.environment(args)) {
-    args <- as.list.environment(args, all.names = TRUE)
-  } else if (!is.list(args)) {
-    stop("`.args` must be a named list or an environment", call. = FALSE)
-  } else if (length(args) && (is.null(names(args)) || !all(nzchar(names(args))))) {
-    stop(.messages$named_args, call. = FALSE)
-  }
-  if (!is.null(timeout) && (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout < 0))
-    stop("`.timeout` must be NULL or a single non-negative number of milliseconds", call. = FALSE)
-  list(expr, dots, args, NULL)
+# The objects of `.args`, local to the evaluation: a named list or named
+# vector (one element each), or all the objects of an environment.
+.task_args <- function(args, call) {
+  if (is.environment(args)) return(as.list.environment(args, all.names = TRUE))
+  if (!length(args)) return(list())
+  nms <- names(args)
+  if (is.null(nms) || !all(nzchar(nms)) || anyNA(nms))
+    stop(simpleError(.messages$named_args, call))
+  as.list(args)
 }
 
-# Send a task to the profile's daemons, or to a fresh ephemeral process.
-# With `try`, NULL when the dispatcher's memory budget is full.
-.submit <- function(task, timeout, .compute, try = FALSE) {
-  force(task) # validates the arguments before anything else happens
+# The task payload a daemon evaluates: the `.args` objects (local) and the
+# expression, globals and trace context.
+.payload <- function(expr, globals, args)
+  c(args, list(._expr_. = expr, ._globals_. = globals, ._otel_. = NULL))
+
+# Task frame flags (see the protocol): keep state (everywhere).
+.flag_keep_state <- 1L
+
+# The timeout in ms as the core takes it (-1: none).
+.timeout_ms <- function(timeout, call) {
+  if (is.null(timeout)) return(-1)
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout < 0)
+    stop(simpleError("`.timeout` must be NULL or a non-negative number of milliseconds", call))
+  as.double(as.integer(timeout))
+}
+
+# Send a task to the profile's daemons, evaluate it at once (sync), or
+# start an ephemeral process for it (no daemons set). With `try`, NULL when
+# the dispatcher's memory budget is full.
+.submit <- function(payload, timeout, .compute, call, try = FALSE, flags = 0L) {
+  timeout <- .timeout_ms(timeout, call)
   profile <- .profile(.compute)
-  if (!is.null(profile) && profile$per_task_seed) task[[4L]] <- .next_stream(profile)
-  timeout <- if (is.null(timeout)) -1 else as.double(timeout)
   if (is.null(profile)) {
-    host <- .Call(wrap__host_listen, local_url(), TRUE, FALSE, 0, "", "", "", NULL)
-    m <- .Call(wrap__host_submit, host, task, timeout, FALSE)
-    .Call(wrap__host_launch, host, .rscript(), .daemon_args(.Call(wrap__host_url, host),
-                                               list(maxtasks = 1L)), FALSE)
-    return(invisible(m))
+    url <- local_url()
+    return(.Call(wrap__ephemeral_submit, url, payload, timeout, .rscript(),
+                 c("-e", sprintf("mirai:::.daemon(\"%s\")", url))))
   }
-  if (profile$sync) return(invisible(.resolved_mirai(.eval_sync(task))))
-  m <- .Call(wrap__host_submit, profile$host, task, timeout, try)
-  if (is.integer(m)) .interrupt()
-  invisible(m)
+  if (profile$sync) return(.sync_mirai(profile, payload, flags))
+  if (!is.null(profile$memory)) {
+    if (try) {
+      if (!.Call(wrap__host_has_room, profile$host)) return(NULL)
+    } else if (.Call(wrap__host_wait_room, profile$host) < 0L) {
+      .interrupt()
+    }
+  }
+  if (!is.null(profile$seed)) payload[["._globals_."]][[".Random.seed"]] <- .next_stream(profile)
+  .Call(wrap__host_submit, profile$host, payload, flags, timeout)
 }
-
-# A mirai is an environment built by the Rust core, with an active binding
-# `data` (see .onLoad) that becomes a plain binding once it resolves. The
-# Rust core finds a mirai's state by its "id" attribute.
-
-.resolved_mirai <- function(value) {
-  env <- new.env(hash = FALSE, parent = emptyenv())
-  env[["data"]] <- value
-  .state$sync_id <- (.state$sync_id %||% 0L) + 1L
-  attr(env, "id") <- .state$sync_id
-  class(env) <- "mirai"
-  env
-}
-
 
 #' @export
 `[.mirai` <- function(x, i) {
-  call_mirai(x)
+  if (!.Call(wrap__aio_wait, x)) .interrupt()
   .subset2(x, "data")
 }
 
 #' @export
 print.mirai <- function(x, ...) {
-  cat(if (unresolved(x)) "< mirai [] >\n" else "< mirai [$data] >\n", file = stdout())
+  cat(if (.Call(wrap__aio_unresolved, x)) "< mirai [] >\n" else "< mirai [$data] >\n",
+      file = stdout())
   invisible(x)
 }
 
-#' @export
-`$<-.mirai` <- function(x, name, value) stop("a mirai is read-only", call. = FALSE)
-
 #' mirai (Call Value)
 #'
-#' `call_mirai()` waits for a 'mirai' (or a list of them, or a 'mirai_map')
-#' to resolve and returns it invisibly, so `call_mirai(m)$data` is the
-#' value. `collect_mirai()` waits and returns the value itself (a list of
-#' values for a list or map). Both can be interrupted with Ctrl-C.
+#' `call_mirai()` waits for a 'mirai' (or every 'mirai' in a list, looking
+#' into nested lists) to resolve and returns it invisibly, so
+#' `call_mirai(m)$data` is the value. `collect_mirai()` waits and returns
+#' the value itself (a list of values for a list or 'mirai_map', names
+#' kept). Both can be interrupted with Ctrl-C.
 #'
 #' @param x a 'mirai', a list of 'mirai', or a 'mirai_map'.
 #' @param options (for a list or map) collection options: a character
-#'   vector such as `c(".stop", ".progress")`, or a named list such as
-#'   `list(.stop = TRUE, .progress = TRUE)`. See [mirai_map()].
+#'   vector such as `c(".stop", ".progress")`, or a named list or vector
+#'   whose names select the options, e.g. `list(.stop = TRUE, .progress =
+#'   "bar name")` (only the value of `.progress` is used: a progress bar
+#'   name, or a list of arguments to `cli::cli_progress_bar()`). See
+#'   [mirai_map()]. Ignored for a single 'mirai'.
 #'
 #' @return `call_mirai()`: `x`, invisibly. `collect_mirai()`: the value(s).
 #'
@@ -174,10 +183,8 @@ print.mirai <- function(x, ...) {
 #' }
 #' @export
 call_mirai <- function(x) {
-  if (is_mirai(x)) {
+  if (is_mirai(x) || is.list(x)) {
     if (!.Call(wrap__aio_wait, x)) .interrupt()
-  } else if (is.list(x)) {
-    if (length(x) && .Call(wrap__aio_wait_map, x, FALSE, -1) < 0L) .interrupt()
   }
   invisible(x)
 }
@@ -186,8 +193,18 @@ call_mirai <- function(x) {
 #' @export
 collect_mirai <- function(x, options = NULL) {
   if (is_mirai(x)) return(x[])
-  if (!is.list(x)) stop("`x` must be a mirai, a list of mirai or a mirai_map", call. = FALSE)
-  .collect_map(x, .map_options(options))
+  if (!is.list(x)) stop(.messages$not_aio)
+  if (length(options)) return(.collect_map(x, .map_options(options)))
+  for (m in x) if (!is_mirai(m)) stop(.messages$not_aio)
+  if (!.Call(wrap__aio_wait, x)) .interrupt()
+  .values(x)
+}
+
+# The values of a list of resolved mirai, names kept.
+.values <- function(x) {
+  out <- lapply(unclass(x), .subset2, "data")
+  if (is.null(names(x)) && !is.null(attr(x, "names"))) names(out) <- attr(x, "names")
+  out
 }
 
 #' Query if a mirai is Unresolved
@@ -197,8 +214,8 @@ collect_mirai <- function(x, options = NULL) {
 #'
 #' @param x a 'mirai', a list of 'mirai', or a 'mirai' value stored at
 #'   `$data`.
-#' @return Logical `TRUE` if `x` (or any element of a list) is unresolved,
-#'   `FALSE` otherwise.
+#' @return Logical `TRUE` if `x` (or any element of a list, at its top
+#'   level) is unresolved, `FALSE` otherwise.
 #' @examples
 #' \donttest{
 #' m <- mirai(Sys.sleep(0.1))
@@ -208,10 +225,11 @@ collect_mirai <- function(x, options = NULL) {
 #' }
 #' @export
 unresolved <- function(x) {
-  if (is_mirai(x)) return(.Call(wrap__aio_unresolved, x))
+  if (is_mirai(x)) return(is.environment(x) && .Call(wrap__aio_unresolved, x))
   if (inherits(x, "unresolvedValue")) return(TRUE)
-  if (is.list(x) && !is.object(x) || is_mirai_map(x)) {
-    for (m in x) if (unresolved(m)) return(TRUE)
+  if (is.list(x)) {
+    if (.Call(wrap__aio_any_unresolved, x)) return(TRUE)
+    for (v in x) if (inherits(v, "unresolvedValue")) return(TRUE)
   }
   FALSE
 }
@@ -222,8 +240,9 @@ unresolved <- function(x) {
 #'
 #' @param x a list of 'mirai' (or a 'mirai_map').
 #' @inheritParams mirai
-#' @return Integer index of the first resolved 'mirai' (returned at once if
-#'   one already is), or `0L` for an empty list.
+#' @return Invisibly, the integer index of the first resolved 'mirai' in
+#'   list order (returned at once if one already is), or `0L` if `x` is not
+#'   a list or holds no 'mirai'.
 #' @examples
 #' \donttest{
 #' daemons(2, dispatcher = FALSE)
@@ -233,13 +252,11 @@ unresolved <- function(x) {
 #' }
 #' @export
 race_mirai <- function(x, .compute = NULL) {
-  if (!daemons_set(.compute)) stop(.messages$requires_daemons, call. = FALSE)
-  if (is_mirai(x)) x <- list(x)
-  if (!is.list(x)) stop("`x` must be a list of mirai", call. = FALSE)
-  if (!length(x)) return(0L)
-  i <- .Call(wrap__aio_race, x)
+  if (!daemons_set(.compute)) stop(.messages$requires_daemons)
+  if (!is.list(x) || !length(x)) return(invisible(0L))
+  i <- .Call(wrap__aio_race, x, vapply(x, is_mirai, logical(1L), USE.NAMES = FALSE))
   if (i < 0L) .interrupt()
-  i
+  invisible(i)
 }
 
 #' mirai (Stop)
@@ -248,12 +265,13 @@ race_mirai <- function(x, .compute = NULL) {
 #' 'errorValue' 20 (operation canceled). With dispatcher a queued task is
 #' removed from the queue and an executing one is interrupted on its daemon,
 #' which then serves the next task. Without dispatcher the evaluation itself
-#' carries on where it runs, but its result is discarded.
+#' carries on where it runs, and its result is discarded.
 #'
-#' @param x a 'mirai' or a list of 'mirai'.
-#' @return Invisibly, logical `TRUE` if the cancellation reached an
-#'   unfinished task, `FALSE` if it was already resolved (a vector for a
-#'   list).
+#' @param x a 'mirai' or a list of 'mirai' (such as a 'mirai_map').
+#' @return Invisibly, logical `TRUE` if the cancellation reached a task
+#'   queued or executing at a dispatcher, `FALSE` otherwise (already
+#'   resolved, no dispatcher, ephemeral, or not a 'mirai'). For a list, a
+#'   logical vector of the same length.
 #' @examples
 #' \donttest{
 #' m <- mirai(Sys.sleep(5))
@@ -262,19 +280,21 @@ race_mirai <- function(x, .compute = NULL) {
 #' }
 #' @export
 stop_mirai <- function(x) {
-  if (is_mirai(x)) return(invisible(.Call(wrap__aio_cancel, x)))
-  if (!is.list(x)) stop("`x` must be a mirai or a list of mirai", call. = FALSE)
+  if (is_mirai(x)) return(invisible(is.environment(x) && .Call(wrap__aio_cancel, x)))
+  if (!is.list(x) || is.object(x) && !is_mirai_map(x)) return(invisible(FALSE))
   x <- unclass(x)
+  out <- logical(length(x))
   # last first, so no queued task starts while the earlier ones are cancelled
-  invisible(rev(vapply(rev(x), function(m) is_mirai(m) && stop_mirai(m), logical(1L))))
+  for (i in rev(seq_along(x))) out[i] <- is_mirai(x[[i]]) && stop_mirai(x[[i]])
+  invisible(out)
 }
 
 #' On Daemon
 #'
 #' Whether the code is running inside a daemon.
 #'
-#' @return Logical `TRUE` when called from a daemon (or an ephemeral mirai
-#'   process), `FALSE` otherwise.
+#' @return Logical `TRUE` when called from a daemon (including an ephemeral
+#'   one, and the evaluation of a synchronous profile), `FALSE` otherwise.
 #' @examples
 #' on_daemon()
 #' \donttest{

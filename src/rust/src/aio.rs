@@ -4,28 +4,30 @@
 //! All aios signal one process-wide condition variable when they complete
 //! rather than carrying one each: only R's main thread ever waits, and a
 //! single signal lets it wait on one mirai or race many with the same code,
-//! at a few bytes per task.
+//! at a few bytes per task. A race registers a [`Watcher`] with the aios it
+//! waits on, so each completion costs it O(1) rather than a rescan.
 
+use crate::buffer::VectorBuffer;
+use crate::protocol::VectorType;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// errorValue codes used by the package.
 pub const ERR_TIMEOUT: i32 = 5;
-pub const ERR_PROTOCOL: i32 = 13;
+pub const ERR_OBJECT_CLOSED: i32 = 7;
 pub const ERR_CONNECTION_RESET: i32 = 19;
 pub const ERR_CANCELED: i32 = 20;
 
 #[derive(Debug)]
 pub enum Outcome {
     Pending,
-    /// A RESULT body (task id and flags, then the serialized R value, to
-    /// be unserialized on the R thread), and whether the value is an
-    /// evaluation error.
+    /// A serialized R value, to be unserialized on the R thread, and
+    /// whether it is an evaluation error.
     Value(Box<[u8]>, bool),
-    /// A plain atomic vector of R type `.1`, already laid out for R.
-    Vector(crate::rvec::RBuffer, u8),
+    /// A plain vector of the given type, its data already laid out for R.
+    Vector(VectorBuffer, VectorType),
     /// An errorValue code.
     Error(i32),
     /// The value has been handed to R (which caches it).
@@ -33,22 +35,30 @@ pub enum Outcome {
 }
 
 #[derive(Debug)]
+struct Inner {
+    outcome: Outcome,
+    /// A race waiting on this aio, told when it completes.
+    watcher: Option<Weak<Watcher>>,
+}
+
+#[derive(Debug)]
 pub struct Aio {
     /// The task id, 1 to `i32::MAX` (R's integer range), wrapping around.
     pub id: u32,
-    outcome: Mutex<Outcome>,
-    /// Where R keeps this aio's mirai until it resolves (see
-    /// `mirai_object`), or [`NO_SLOT`].
+    inner: Mutex<Inner>,
+    /// Where R keeps this aio's mirai until it resolves (see `r::mirai`),
+    /// or [`NO_SLOT`].
     slot: AtomicU32,
-    /// The dispatcher that holds the task, which must hear of a
-    /// cancellation (to drop it from its queue or stop it on its daemon).
+    /// Whoever holds the task and must hear of a cancellation (to drop it
+    /// from its queue, stop it on its daemon, or close an ephemeral host).
     owner: Option<Weak<dyn Canceller>>,
 }
 
 /// Whoever can take a task back: see [`Aio::cancel`].
 pub trait Canceller: Send + Sync + std::fmt::Debug {
     /// Resolve `aio` to errorValue `code` and stop its task wherever it
-    /// is; false if it had already resolved.
+    /// is. True if the cancellation reached a task that was queued or
+    /// running at a dispatcher.
     fn cancel(&self, aio: &Arc<Aio>, code: i32) -> bool;
 }
 
@@ -63,9 +73,25 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 /// sleep on.
 static COMPLETIONS: Mutex<u64> = Mutex::new(0);
 static COMPLETED: Condvar = Condvar::new();
-/// Bumped on every completion that is an error of any kind, so a map
-/// collected with `.stop` looks for errors only when one has happened.
-static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// A race's record of which of its aios completed.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    completed: Mutex<Vec<u32>>,
+}
+
+impl Watcher {
+    /// Ids of the watched aios completed since the last call.
+    pub fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.completed.lock())
+    }
+}
+
+/// A fresh task id (shared by every kind of aio, so ids never repeat
+/// within a session until they wrap around at `i32::MAX`).
+pub fn next_id() -> u32 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed) % i32::MAX as u32 + 1
+}
 
 impl Aio {
     pub fn new() -> Arc<Aio> {
@@ -75,35 +101,42 @@ impl Aio {
     /// An aio whose cancellation goes through `owner`.
     pub fn with_owner(owner: Option<Weak<dyn Canceller>>) -> Arc<Aio> {
         Arc::new(Aio {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed) % i32::MAX as u32 + 1,
-            outcome: Mutex::new(Outcome::Pending),
+            id: next_id(),
+            inner: Mutex::new(Inner {
+                outcome: Outcome::Pending,
+                watcher: None,
+            }),
             slot: AtomicU32::new(NO_SLOT),
             owner,
         })
     }
 
     /// Resolve to errorValue `code` (canceled, timed out) unless already
-    /// resolved, telling the owner so the task itself stops too. Returns
-    /// whether this call resolved it.
+    /// resolved, telling the owner so the task itself stops too. True if
+    /// the cancellation reached a task queued or running at a dispatcher.
     pub fn cancel(self: &Arc<Self>, code: i32) -> bool {
         match self.owner.as_ref().and_then(Weak::upgrade) {
             Some(owner) => owner.cancel(self, code),
-            None => self.complete(Outcome::Error(code)),
+            None => {
+                self.complete(Outcome::Error(code));
+                false
+            }
         }
     }
 
     /// Complete with `outcome` unless already complete. Returns whether this
     /// call completed it.
     pub fn complete(&self, outcome: Outcome) -> bool {
-        {
-            let mut o = self.outcome.lock();
-            if !matches!(*o, Outcome::Pending) {
+        let watcher = {
+            let mut inner = self.inner.lock();
+            if !matches!(inner.outcome, Outcome::Pending) {
                 return false;
             }
-            if matches!(outcome, Outcome::Error(_) | Outcome::Value(_, true)) {
-                ERRORS.fetch_add(1, Ordering::SeqCst);
-            }
-            *o = outcome;
+            inner.outcome = outcome;
+            inner.watcher.take()
+        };
+        if let Some(w) = watcher.and_then(|w| w.upgrade()) {
+            w.completed.lock().push(self.id);
         }
         let slot = self.slot.load(Ordering::SeqCst);
         if slot != NO_SLOT {
@@ -124,31 +157,33 @@ impl Aio {
     }
 
     pub fn is_pending(&self) -> bool {
-        matches!(*self.outcome.lock(), Outcome::Pending)
+        matches!(self.inner.lock().outcome, Outcome::Pending)
     }
 
     /// Resolved to an errorValue code (the task may not have run at all).
     pub fn is_error_code(&self) -> bool {
-        matches!(*self.outcome.lock(), Outcome::Error(_))
+        matches!(self.inner.lock().outcome, Outcome::Error(_))
     }
 
-    /// Resolved to an error (code or evaluation error). Once the value has
-    /// been taken by R this is remembered by R, not here.
-    pub fn is_error(&self) -> bool {
-        matches!(
-            *self.outcome.lock(),
-            Outcome::Error(_) | Outcome::Value(_, true)
-        )
+    /// Have `watcher` told when this aio completes; false (and nothing
+    /// registered) if it already has.
+    pub fn watch(&self, watcher: &Arc<Watcher>) -> bool {
+        let mut inner = self.inner.lock();
+        if !matches!(inner.outcome, Outcome::Pending) {
+            return false;
+        }
+        inner.watcher = Some(Arc::downgrade(watcher));
+        true
     }
 
     /// Take the outcome for conversion to R (which caches it), leaving
     /// `Taken` behind once complete.
     pub fn take(&self) -> Outcome {
-        let mut o = self.outcome.lock();
-        match &*o {
+        let mut inner = self.inner.lock();
+        match &inner.outcome {
             Outcome::Pending => Outcome::Pending,
             Outcome::Taken => Outcome::Taken,
-            _ => std::mem::replace(&mut *o, Outcome::Taken),
+            _ => std::mem::replace(&mut inner.outcome, Outcome::Taken),
         }
     }
 }
@@ -174,11 +209,6 @@ pub fn spin_until(done: impl Fn() -> bool) -> bool {
 /// Take the slots of the mirai completed since the last call.
 pub fn take_completed() -> Vec<u32> {
     std::mem::take(&mut *COLLECT.lock())
-}
-
-/// How many error completions there have been in this process.
-pub fn error_count() -> u64 {
-    ERRORS.load(Ordering::SeqCst)
 }
 
 /// The current completion generation: wait with [`wait_for_completion`]
@@ -210,6 +240,26 @@ mod tests {
         assert!(!a.complete(Outcome::Value(Box::new([1]), false)));
         assert!(matches!(a.take(), Outcome::Error(ERR_CANCELED)));
         assert!(matches!(a.take(), Outcome::Taken));
+    }
+
+    #[test]
+    fn cancelling_without_an_owner_resolves_but_reaches_nothing() {
+        let a = Aio::new();
+        assert!(!a.cancel(ERR_CANCELED));
+        assert!(a.is_error_code());
+    }
+
+    #[test]
+    fn a_watcher_hears_each_completion_once() {
+        let w = Arc::new(Watcher::default());
+        let (a, b) = (Aio::new(), Aio::new());
+        assert!(a.watch(&w) && b.watch(&w));
+        b.complete(Outcome::Error(ERR_TIMEOUT));
+        assert_eq!(w.take(), vec![b.id]);
+        assert!(w.take().is_empty());
+        assert!(!b.watch(&w));
+        a.complete(Outcome::Error(ERR_TIMEOUT));
+        assert_eq!(w.take(), vec![a.id]);
     }
 
     #[test]

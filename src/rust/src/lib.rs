@@ -1,49 +1,36 @@
 //! The Rust core of the mirai R package.
 //!
-//! R's main thread calls the functions in [`exports`]; everything that
-//! touches a socket runs on the one tokio runtime in [`runtime`]. Modules,
-//! one concept each:
-//! - [`url`], [`transport`]: addresses, listening and dialling
-//! - [`protocol`]: framing, message kinds, handshake
-//! - [`aio`]: pending results shared with the R thread
-//! - [`buffer`]: large message buffers
-//! - [`host`]: a compute profile's listener and connections; [`link`]: one
-//!   connected daemon; [`scheduler`]: round-robin or dispatcher
-//! - [`daemon`]: the daemon side of a connection; [`cleanup`]: its state checks
-//! - [`serial`]: R serialization into and out of Rust buffers; [`rvec`]:
-//!   large plain vectors without serialization (results), [`rawargs`]: the
-//!   same for a task's objects, [`outframe`]: frames that carry R memory
-//! - [`launch`]: starting daemon processes; [`http`]: launching through
-//!   an HTTP API
-//! - [`handle`], [`mirai_object`], [`rapi`]: R objects and extra R C API
+//! Folders by concern; imports run one way, from `r` down:
+//! - [`r`]: everything that runs on R's main thread and calls R's API (the
+//!   only module that does): the functions R calls, the mirai objects,
+//!   serialization, waits and interrupts.
+//! - [`host`]: a compute profile's listener, connected daemons, and the
+//!   scheduler (round-robin, or the dispatcher).
+//! - [`daemon`]: the daemon side of a connection.
+//! - [`protocol`]: framing, the handshake, and one codec per message.
+//! - [`transport`]: URLs, listening and dialling, TLS, websockets.
+//! - [`launch`]: starting daemon processes, HTTP launches.
+//! - shared by all: [`aio`] (pending results), [`buffer`] (message and
+//!   vector memory), [`outframe`] (frames with borrowed memory),
+//!   [`codes`] (error codes), [`streams`] (random-number streams),
+//!   [`runtime`] (the tokio runtime).
 
 pub mod aio;
-mod buffer;
-mod cleanup;
+pub mod buffer;
+pub mod codes;
 pub mod daemon;
-mod exports;
-mod handle;
 pub mod host;
-mod http;
 pub mod launch;
-mod link;
-mod mirai_object;
 pub mod outframe;
 pub mod protocol;
-mod rapi;
-mod rawargs;
+mod r;
 pub mod runtime;
-mod rvec;
-pub mod scheduler;
-mod serial;
-pub mod tls;
+pub mod streams;
 pub mod transport;
-pub mod url;
-pub mod websocket;
 
 use extendr_api::prelude::*;
 
 extendr_module! {
     mod mirai;
-    use exports;
+    use r;
 }

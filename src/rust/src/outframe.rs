@@ -1,85 +1,80 @@
 //! A frame on its way to a daemon: bytes of its own, optionally followed by
-//! the data of large R vectors still in R's memory (sent without copying;
-//! see `FLAG_RAW_ARGS` in `protocol`). The R object holding those vectors
-//! is kept from R's garbage collector until every copy of the frame is
-//! gone; it is then released on R's thread (see [`release_pending`]).
+//! memory it does not own (the data of large R vectors, sent without
+//! copying; or an `everywhere()` payload shared by the frames of every
+//! daemon). A guard keeps that memory valid until every copy of the frame
+//! is gone.
 
-use parking_lot::Mutex;
 use std::sync::Arc;
 
-/// Memory owned by R, read-only while the frame exists.
+/// Memory outside the frame, read-only while the frame exists.
 #[derive(Clone, Copy)]
-struct RawSlice {
+struct Slice {
     ptr: *const u8,
     len: usize,
 }
 
-/// An R object kept alive for a frame, released when the last frame
-/// referring to it is dropped.
-struct RKeep(usize);
-
-/// R objects whose frames are gone, to release on R's thread.
-static RELEASE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-
-impl Drop for RKeep {
-    fn drop(&mut self) {
-        RELEASE.lock().push(self.0);
-    }
-}
+/// Keeps borrowed memory valid while it lives.
+pub type Guard = Arc<dyn Send + Sync>;
 
 #[derive(Clone)]
 pub struct OutFrame {
     head: Vec<u8>,
     /// Boxed: most frames have none, and a queued task should stay small.
-    r_data: Option<Box<RData>>,
+    tail: Option<Box<Tail>>,
 }
 
 #[derive(Clone)]
-struct RData {
-    slices: Vec<RawSlice>,
-    _keep: Arc<RKeep>,
+struct Tail {
+    slices: Vec<Slice>,
+    _guard: Guard,
 }
 
-// The raw slices point into R vectors that are protected (R_PreserveObject)
-// for as long as `_keep` lives and that R code cannot modify in place (the
-// preserved task list holds a reference to each), so any thread may read
-// them.
+// SAFETY: the slices point into memory that `_guard` keeps alive and
+// unmodified for as long as the frame exists (the contract of
+// `with_tail`), so any thread may read them.
 unsafe impl Send for OutFrame {}
 unsafe impl Sync for OutFrame {}
 
 impl From<Vec<u8>> for OutFrame {
     fn from(head: Vec<u8>) -> OutFrame {
-        OutFrame { head, r_data: None }
+        OutFrame { head, tail: None }
     }
 }
 
 impl OutFrame {
-    /// A frame of `head` followed by the data of R vectors `raw`, kept
-    /// valid by preserving `keep` (an R object referring to them all).
+    /// A frame of `head` followed by the bytes of `tail`.
     ///
     /// # Safety
-    /// Call on R's thread; every slice must be the data of a vector that
-    /// `keep` refers to.
-    pub unsafe fn with_r_data(head: Vec<u8>, raw: &[&[u8]], keep: extendr_ffi::SEXP) -> OutFrame {
-        extendr_ffi::R_PreserveObject(keep);
-        let slices = raw
+    /// Every slice must stay valid and unmodified for as long as `guard`
+    /// (or a clone of it) lives.
+    pub unsafe fn with_tail(head: Vec<u8>, tail: &[&[u8]], guard: Guard) -> OutFrame {
+        let slices = tail
             .iter()
-            .map(|s| RawSlice {
+            .map(|s| Slice {
                 ptr: s.as_ptr(),
                 len: s.len(),
             })
             .collect();
         OutFrame {
             head,
-            r_data: Some(Box::new(RData {
+            tail: Some(Box::new(Tail {
                 slices,
-                _keep: Arc::new(RKeep(keep as usize)),
+                _guard: guard,
             })),
         }
     }
 
-    fn slices(&self) -> &[RawSlice] {
-        self.r_data.as_ref().map_or(&[], |d| &d.slices)
+    /// A frame of `head` followed by `shared`, which other frames share.
+    pub fn with_shared(head: Vec<u8>, shared: Arc<[u8]>) -> OutFrame {
+        let tail: &[u8] = &shared;
+        let tail = [tail];
+        // SAFETY: the guard is the Arc owning the bytes, and Arc<[u8]> is
+        // immutable.
+        unsafe { OutFrame::with_tail(head, &tail, Arc::new(shared.clone())) }
+    }
+
+    fn slices(&self) -> &[Slice] {
+        self.tail.as_ref().map_or(&[], |t| &t.slices)
     }
 
     pub fn len(&self) -> usize {
@@ -92,12 +87,12 @@ impl OutFrame {
 
     /// The frame's bytes from `offset` on, as consecutive slices.
     pub fn chunks_from(&self, offset: usize) -> impl Iterator<Item = &[u8]> {
-        let raw = self
-            .slices()
-            .iter()
-            .map(|r| unsafe { std::slice::from_raw_parts(r.ptr, r.len) });
+        let tail = self.slices().iter().map(|r| {
+            // SAFETY: valid while the guard, owned by `self`, lives.
+            unsafe { std::slice::from_raw_parts(r.ptr, r.len) }
+        });
         std::iter::once(self.head.as_slice())
-            .chain(raw)
+            .chain(tail)
             .scan(offset, |skip, chunk| {
                 let from = (*skip).min(chunk.len());
                 *skip -= from;
@@ -107,38 +102,18 @@ impl OutFrame {
     }
 }
 
-/// Release the R objects of frames that are gone. R's thread only.
-pub fn release_pending() {
-    let done = std::mem::take(&mut *RELEASE.lock());
-    for x in done {
-        unsafe { extendr_ffi::R_ReleaseObject(x as extendr_ffi::SEXP) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn chunks_from_skips_whole_and_partial_parts() {
-        let data = [7u8; 5];
-        let f = OutFrame {
-            head: vec![1, 2, 3],
-            r_data: Some(Box::new(RData {
-                slices: vec![RawSlice {
-                    ptr: data.as_ptr(),
-                    len: data.len(),
-                }],
-                _keep: Arc::new(RKeep(0)),
-            })),
-        };
+        let f = OutFrame::with_shared(vec![1, 2, 3], Arc::from(vec![7u8; 5]));
         assert_eq!(f.len(), 8);
         let all: Vec<u8> = f.chunks_from(0).flatten().copied().collect();
         assert_eq!(all, [1, 2, 3, 7, 7, 7, 7, 7]);
         let rest: Vec<u8> = f.chunks_from(4).flatten().copied().collect();
         assert_eq!(rest, [7, 7, 7, 7]);
         assert_eq!(f.chunks_from(8).count(), 0);
-        // no R object behind this test frame: nothing to release
-        std::mem::forget(f);
     }
 }

@@ -13,10 +13,10 @@ mod common;
 
 use common::{join, wait};
 use mirai::aio::{Aio, Outcome, ERR_CANCELED, ERR_CONNECTION_RESET, ERR_TIMEOUT};
-use mirai::host::{task_frame, Host, HostConfig, Task};
+use mirai::host::{Host, HostConfig, Task};
 use mirai::protocol::*;
+use mirai::transport::url::Url;
 use mirai::transport::{dial_sync, SyncStream};
-use mirai::url::Url;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,9 +52,7 @@ fn abstract_url(tag: &str) -> String {
 /// dispatcher) whose payload is `payload`.
 fn task(host: &Arc<Host>, payload: &[u8]) -> Task {
     let aio = host.new_aio();
-    let mut frame = task_frame(&aio, 0, payload.len());
-    frame.extend_from_slice(payload);
-    finish_frame(&mut frame);
+    let frame = common::task_frame(&aio, payload);
     Task {
         aio,
         frame: frame.into(),
@@ -92,14 +90,7 @@ fn counts(host: &Host) -> [u64; 3] {
 
 fn expect_value(aio: &Aio, payload: &[u8]) {
     match aio.take() {
-        Outcome::Value(v, false) => {
-            assert_eq!(
-                v[..8],
-                (aio.id as u64).to_le_bytes(),
-                "result of another task"
-            );
-            assert_eq!(&v[ID_FLAGS_LEN..], payload);
-        }
+        Outcome::Value(v, false) => assert_eq!(&v[..], payload),
         other => panic!("task {}: expected a value, got {other:?}", aio.id),
     }
 }
@@ -276,7 +267,7 @@ fn cancelling_a_queued_task() {
     assert_eq!(counts(&host), [3, 0, 0]);
 
     assert!(t2.cancel(ERR_CANCELED));
-    assert!(!t2.is_pending() && t2.is_error());
+    assert!(!t2.is_pending() && t2.is_error_code());
     assert!(!t2.cancel(ERR_CANCELED), "cancelled twice");
     assert!(!t2.cancel(ERR_TIMEOUT), "cancelled twice");
     assert_eq!(counts(&host), [2, 0, 1]);
@@ -317,7 +308,7 @@ fn cancelling_an_executing_task() {
 
     assert!(t1.cancel(ERR_CANCELED));
     // resolved before the daemon has said anything
-    assert!(!t1.is_pending() && t1.is_error());
+    assert!(!t1.is_pending() && t1.is_error_code());
     assert!(!t1.cancel(ERR_CANCELED));
     d.expect_cancel(&t1);
     // still busy: the next task waits for the cancelled one's answer
@@ -331,7 +322,7 @@ fn cancelling_an_executing_task() {
     d.answer(t1.id as u64, b"late");
     d.expect_task(&t2, b"next");
     // the late answer was dropped
-    assert!(!t1.is_pending() && t1.is_error());
+    assert!(!t1.is_pending() && t1.is_error_code());
     d.answer(t2.id as u64, b"next");
     wait(&t2);
     expect_value(&t2, b"next");
@@ -366,7 +357,7 @@ fn timeouts_cancel_running_and_queued_tasks() {
     d.expect_cancel(&running);
     assert!(later.is_pending());
     assert!(d.quiet(50));
-    assert_eq!(counts(&host), [1, 1, 2]);
+    assert_eq!(counts(&host), [1, 1, 1]);
 
     // the daemon answers the interrupted task; the timed-out queued task
     // is skipped
@@ -392,9 +383,11 @@ fn timeouts_cancel_running_and_queued_tasks() {
     host.close(false);
 }
 
-/// 5. Queued payload bytes count against the memory budget: a task that
-///    does not fit is handed back, room comes when tasks leave the queue
-///    (sent to a daemon, or cancelled).
+/// 5. Queued payload bytes count against the memory budget: while the
+///    bytes waiting are at or above it, submissions are handed back; below
+///    it one is admitted even if it takes the queue over. Room comes when
+///    tasks leave the queue (sent to a daemon, or cancelled). Tasks handed
+///    straight to a free daemon never count.
 #[test]
 fn memory_budget_admits_and_refuses() {
     let _g = serial();
@@ -403,7 +396,7 @@ fn memory_budget_admits_and_refuses() {
     let t1 = task(&host, &payload);
     assert_eq!(t1.frame.len(), 4000);
     let a1 = t1.aio.clone();
-    // one task always fits an empty queue, however large
+    // below the budget: admitted, however large
     assert!(host.submit_within_budget(t1, None, Duration::ZERO).is_ok());
     let s = host.stats();
     assert_eq!((s.awaiting, s.memory_used, s.memory_peak), (1, 4000, 4000));
@@ -411,33 +404,27 @@ fn memory_budget_admits_and_refuses() {
 
     let t2 = task(&host, &payload);
     let a2 = t2.aio.clone();
-    let start = Instant::now();
     let t2 = host
         .submit_within_budget(t2, None, Duration::ZERO)
         .expect_err("over budget, yet admitted");
-    assert!(start.elapsed() < Duration::from_secs(2));
     assert!(Arc::ptr_eq(&t2.aio, &a2));
-    let small = task(&host, b"x");
-    let small = host
-        .submit_within_budget(small, None, Duration::ZERO)
-        .expect_err("over budget, yet admitted");
+    assert!(!host.has_room());
     // waiting with no daemon to take anything: refused after the wait
     let start = Instant::now();
-    let small = host
-        .submit_within_budget(small, None, Duration::from_millis(100))
+    let t2 = host
+        .submit_within_budget(t2, None, Duration::from_millis(100))
         .expect_err("over budget, yet admitted");
     assert!(start.elapsed() >= Duration::from_millis(90));
-    let s = host.stats();
-    assert_eq!((s.awaiting, s.memory_used, s.memory_peak), (1, 4000, 4000));
 
     // a daemon takes the first task: its bytes leave the budget
     let d = Sim::join(&host, 1);
     d.expect_task(&a1, &payload);
     eventually("first task sent", || host.stats().memory_used == 0);
+    assert!(host.has_room());
     assert!(host.submit_within_budget(t2, None, Duration::ZERO).is_ok());
     let s = host.stats();
     assert_eq!((s.awaiting, s.executing, s.memory_used), (1, 1, 4000));
-    assert_eq!(s.memory_peak, 4000);
+    let small = task(&host, b"x");
     let small = host
         .submit_within_budget(small, None, Duration::ZERO)
         .expect_err("over budget, yet admitted");
@@ -450,35 +437,17 @@ fn memory_budget_admits_and_refuses() {
         .is_ok());
     let s = host.stats();
     assert_eq!((s.awaiting, s.executing), (1, 1));
-    assert!(
-        s.memory_used <= 1000,
-        "cancelled bytes still counted: {}",
-        s.memory_used
-    );
-
-    // a submitter waiting for room gets it when the daemon takes the
-    // next task
+    assert!(s.memory_used < 1000, "cancelled bytes still counted");
+    // below the budget: admitted, taking the queue over it
     let t4 = task(&host, &payload);
     let a4 = t4.aio.clone();
-    let h = host.clone();
-    let waiter = std::thread::spawn(move || {
-        let start = Instant::now();
-        let r = h.submit_within_budget(t4, None, Duration::from_secs(20));
-        (r.is_ok(), start.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!waiter.is_finished(), "admitted over budget");
-    d.answer(a1.id as u64, b"1");
-    d.expect_task(&a3, b"x");
-    let (ok, took) = waiter.join().unwrap();
-    assert!(ok, "not admitted after room was made");
-    assert!(took < Duration::from_secs(10));
+    assert!(host.submit_within_budget(t4, None, Duration::ZERO).is_ok());
     let s = host.stats();
-    assert_eq!((s.awaiting, s.memory_used, s.memory_peak), (1, 4000, 4000));
+    assert_eq!(s.memory_used, 4000 + (HEADER_LEN + ID_FLAGS_LEN + 1) as u64);
+    assert_eq!(s.memory_peak, s.memory_used);
 
     // a submitter waiting for room gets it when a queued task is
-    // cancelled (retrying as the R thread does, without waiting again for
-    // long)
+    // cancelled (retrying as the R thread does)
     let t5 = task(&host, &payload);
     let a5 = t5.aio.clone();
     let h = host.clone();
@@ -486,13 +455,18 @@ fn memory_budget_admits_and_refuses() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut t = t5;
         loop {
-            match h.submit_within_budget(t, None, Duration::from_secs(20)) {
+            match h.submit_within_budget(t, None, Duration::from_millis(100)) {
                 Ok(()) => return Instant::now() < deadline,
                 Err(back) if Instant::now() < deadline => t = back,
                 Err(_) => return false,
             }
         }
     });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiter.is_finished(), "admitted over budget");
+    // the daemon taking the small task leaves the queue over the budget
+    d.answer(a1.id as u64, b"1");
+    d.expect_task(&a3, b"x");
     std::thread::sleep(Duration::from_millis(100));
     assert!(!waiter.is_finished(), "admitted over budget");
     let cancelled_at = Instant::now();
@@ -507,14 +481,21 @@ fn memory_budget_admits_and_refuses() {
     assert!(d.quiet(100), "a cancelled task reached the daemon");
     let s = host.stats();
     assert_eq!((s.awaiting, s.executing, s.memory_used), (0, 0, 0));
-    assert_eq!(s.memory_peak, 4000);
     expect_error(&a2, ERR_CANCELED);
     expect_error(&a4, ERR_CANCELED);
+
+    // a task handed straight to the free daemon never counts
+    let before = host.stats().memory_peak;
+    let quick = submit(&host, &payload, None);
+    d.expect_task(&quick, &payload);
+    assert_eq!(host.stats().memory_used, 0);
+    assert_eq!(host.stats().memory_peak, before);
     host.close(false);
 }
 
-/// 6. A broadcast (`everywhere()`) runs on every daemon, those connecting
-///    later included, before its next ordinary task.
+/// 6. A broadcast (`everywhere()`) of one task runs first on one daemon;
+///    every other daemon, those connecting later included, runs it too
+///    before its next ordinary task, and those extra runs are not counted.
 #[test]
 fn broadcast_reaches_every_daemon_before_later_tasks() {
     let _g = serial();
@@ -523,20 +504,20 @@ fn broadcast_reaches_every_daemon_before_later_tasks() {
     let t0 = submit(&host, b"t0", None);
     d1.expect_task(&t0, b"t0");
 
-    let (index, aios) = host.broadcast(b"everywhere".to_vec());
+    let aios = host.broadcast(Arc::from(&b"everywhere"[..]), 1);
     assert_eq!(aios.len(), 1);
-    assert_eq!(host.broadcast_aios(index).len(), 1);
     let t1 = submit(&host, b"t1", None);
     // not while the daemon is busy
     assert!(d1.quiet(50));
     d1.answer(t0.id as u64, b"t0");
     let got = d1.recv_task();
-    assert_eq!(got.flags, FLAG_KEEP_STATE);
+    assert_eq!(got.flags, TASK_KEEP_STATE);
     assert_eq!(got.payload, b"everywhere");
     assert_eq!(got.id, aios[0].id as u64);
     // the broadcast is a task like any other: one at a time
     assert!(d1.quiet(50));
     assert!(t1.is_pending() && aios[0].is_pending());
+    assert_eq!(counts(&host), [1, 1, 1]);
     d1.answer(got.id, b"done");
     d1.expect_task(&t1, b"t1");
     wait(&aios[0]);
@@ -546,17 +527,13 @@ fn broadcast_reaches_every_daemon_before_later_tasks() {
     let t2 = submit(&host, b"t2", None);
     let d2 = Sim::join(&host, 2);
     let got = d2.recv_task();
-    assert_eq!(got.flags, FLAG_KEEP_STATE);
+    assert_eq!(got.flags, TASK_KEEP_STATE);
     assert_eq!(got.payload, b"everywhere");
-    let all = host.broadcast_aios(index);
-    assert_eq!(all.len(), 2);
-    assert!(Arc::ptr_eq(&all[0], &aios[0]));
-    assert_eq!(got.id, all[1].id as u64);
     assert!(d2.quiet(50));
+    // the extra run is not a task of the profile's
+    assert_eq!(counts(&host), [1, 1, 2]);
     d2.answer(got.id, b"done 2");
     d2.expect_task(&t2, b"t2");
-    wait(&all[1]);
-    expect_value(&all[1], b"done 2");
 
     d1.answer(t1.id as u64, b"t1");
     d2.answer(t2.id as u64, b"t2");
@@ -564,47 +541,76 @@ fn broadcast_reaches_every_daemon_before_later_tasks() {
     wait(&t2);
     expect_value(&t1, b"t1");
     expect_value(&t2, b"t2");
-    // broadcasts do not count as tasks
-    assert_eq!(counts(&host), [0, 0, 3]);
+    assert_eq!(counts(&host), [0, 0, 4]);
     assert!(d1.quiet(50) && d2.quiet(0));
-    assert_eq!(host.broadcast_aios(index).len(), 2);
-    assert!(host.broadcast_aios(index + 1).is_empty());
     host.close(false);
 }
 
-/// 6b. A daemon that disconnects before it has run a broadcast reserved
-///     for it (it was busy when the broadcast was issued) takes that
-///     broadcast's aio with it: it resolves to errorValue 19 like the
-///     daemon's other unfinished tasks, instead of staying pending.
+/// 6b. A broadcast group goes to distinct daemons, and tasks submitted
+///     after it wait until every member of the group has been taken (the
+///     synchronisation point), even while a member daemon is free.
 #[test]
-fn broadcast_reserved_for_a_daemon_that_dies_resolves() {
+fn broadcast_group_is_a_synchronisation_point() {
     let _g = serial();
     let host = dispatcher("tcp://127.0.0.1:0", None);
     let d1 = Sim::join(&host, 1);
     let d2 = Sim::join(&host, 2);
-    let t = submit(&host, b"busy", None);
-    d1.expect_task(&t, b"busy");
-    let (_, aios) = host.broadcast(b"everywhere".to_vec());
-    assert_eq!(aios.len(), 2);
-    let got = d2.recv_task();
-    assert_eq!(got.flags, FLAG_KEEP_STATE);
-    d2.answer(got.id, b"done");
-    drop(d1);
-    wait(&t);
-    expect_error(&t, ERR_CONNECTION_RESET);
-    eventually("daemon removed", || host.connections() == 1);
-    let (ran, reserved): (Vec<_>, Vec<_>) = aios.iter().partition(|a| a.id as u64 == got.id);
-    wait(ran[0]);
-    expect_value(ran[0], b"done");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reserved[0].is_pending() {
-        assert!(
-            Instant::now() < deadline,
-            "the broadcast aio of a daemon gone before running it is still pending"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    let busy = submit(&host, b"busy", None);
+    d1.expect_task(&busy, b"busy");
+    let group = host.broadcast(Arc::from(&b"setup"[..]), 2);
+    let after = submit(&host, b"after", None);
+    // d2 is free: it takes one group task
+    let g2 = d2.recv_task();
+    assert_eq!(g2.flags, TASK_KEEP_STATE);
+    d2.answer(g2.id, b"ok");
+    // d2 may take neither the other group task nor the task after it
+    assert!(d2.quiet(100), "went past the synchronisation point");
+    assert!(after.is_pending());
+    // d1 finishes: it takes the other group task, then work flows
+    d1.answer(busy.id as u64, b"busy");
+    let g1 = d1.recv_task();
+    assert_eq!(g1.flags, TASK_KEEP_STATE);
+    assert_ne!(g1.id, g2.id);
+    d2.expect_task(&after, b"after");
+    d1.answer(g1.id, b"ok");
+    d2.answer(after.id as u64, b"after");
+    for a in group.iter().chain([&after]) {
+        wait(a);
     }
-    expect_error(reserved[0], ERR_CONNECTION_RESET);
+    assert!(
+        d1.quiet(50) && d2.quiet(0),
+        "a daemon ran the broadcast twice"
+    );
+    assert_eq!(counts(&host), [0, 0, 4]);
+    host.close(false);
+}
+
+/// 6c. A group larger than the daemons connected waits for more daemons,
+///     and tasks behind it wait too; a daemon that dies with a group task
+///     takes it with it (errorValue 19).
+#[test]
+fn broadcast_group_waits_for_daemons_to_connect() {
+    let _g = serial();
+    let host = dispatcher("tcp://127.0.0.1:0", None);
+    let group = host.broadcast(Arc::from(&b"setup"[..]), 2);
+    let after = submit(&host, b"after", None);
+    assert_eq!(counts(&host), [3, 0, 0]);
+    let d1 = Sim::join(&host, 1);
+    let g1 = d1.recv_task();
+    d1.answer(g1.id, b"ok");
+    assert!(d1.quiet(100), "went past the synchronisation point");
+    let d2 = Sim::join(&host, 2);
+    let g2 = d2.recv_task();
+    assert_eq!(g2.flags, TASK_KEEP_STATE);
+    // the group is all taken: d1 takes the task behind it
+    d1.expect_task(&after, b"after");
+    drop(d2);
+    let lost = group.iter().find(|a| a.id as u64 == g2.id).unwrap();
+    wait(lost);
+    expect_error(lost, ERR_CONNECTION_RESET);
+    d1.answer(after.id as u64, b"after");
+    wait(&after);
+    assert_eq!(counts(&host), [0, 0, 3]);
     host.close(false);
 }
 
@@ -629,7 +635,7 @@ fn a_daemon_dying_mid_task() {
     expect_error(&lost, ERR_CONNECTION_RESET);
     connected(&host, 1);
     eventually("daemon removed", || host.connections() == 1);
-    assert_eq!(counts(&host), [4, 1, 0]);
+    assert_eq!(counts(&host), [4, 1, 1]);
 
     for (i, (aio, p)) in rest.iter().zip(&payloads).enumerate() {
         if i > 0 {
@@ -640,10 +646,10 @@ fn a_daemon_dying_mid_task() {
         wait(aio);
         expect_value(aio, p);
     }
-    assert_eq!(counts(&host), [0, 0, 5]);
+    assert_eq!(counts(&host), [0, 0, 6]);
     // cancelling the lost task now does nothing
     assert!(!lost.cancel(ERR_CANCELED));
-    assert_eq!(counts(&host), [0, 0, 5]);
+    assert_eq!(counts(&host), [0, 0, 6]);
     host.close(false);
 }
 
@@ -666,7 +672,7 @@ fn close_fails_every_unfinished_task() {
     assert!(ta.cancel(ERR_CANCELED));
     a.expect_cancel(&ta);
     let timed = submit(&host, b"t", Some(Duration::from_millis(200)));
-    assert_eq!(counts(&host), [4, 2, 2]);
+    assert_eq!(counts(&host), [4, 2, 1]);
 
     host.close(false);
     assert!(host.is_closed());
@@ -697,7 +703,7 @@ fn close_fails_every_unfinished_task() {
     let late = t.aio.clone();
     assert!(host.submit_within_budget(t, None, Duration::ZERO).is_ok());
     expect_error(&late, ERR_CONNECTION_RESET);
-    assert!(host.broadcast_aios(0).is_empty());
+    assert!(host.broadcast(Arc::from(&b"late"[..]), 1).is_empty());
 
     // with send_exit, daemons are told to exit, then closed
     let host = dispatcher(&abstract_url("close-exit"), None);
@@ -817,7 +823,8 @@ fn cancel_racing_a_disconnect() {
             Outcome::Error(ERR_CONNECTION_RESET) => assert!(!cancel_won),
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(host.stats().completed, cancel_won as u64);
+        // either way the task is done: completed counts every finished task
+        assert_eq!(host.stats().completed, rounds as u64);
     }
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
@@ -836,7 +843,7 @@ fn cancel_racing_a_disconnect() {
         host.stats().awaiting as i64
     );
     d.expect_task(&t, b"after");
-    assert_eq!(counts(&host), [0, 1, cancel_won as u64]);
+    assert_eq!(counts(&host), [0, 1, rounds as u64]);
     d.answer(t.id as u64, b"after");
     wait(&t);
     expect_value(&t, b"after");
@@ -976,6 +983,7 @@ async fn light_daemon(
 ///    connects: every task runs exactly once and completes, queued tasks
 ///    cost little memory, and the host uses a fixed handful of threads.
 #[test]
+#[ignore = "a benchmark: run by tools/bench/run.R (cargo test -- --ignored)"]
 fn scale_thousands_of_daemons_a_million_tasks() {
     let _g = serial();
     let n_tasks: usize = 1_000_000;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{join, port_of, submit, wait};
 use mirai::aio::Outcome;
-use mirai::host::Host;
+use mirai::host::{Host, HostConfig};
 use mirai::protocol::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,7 +32,7 @@ fn assert_dropped(mut s: TcpStream) -> Vec<u8> {
 
 fn wait_refused(host: &Host, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(12);
-    while host.counts()[2] < n {
+    while host.stats().refused < n {
         assert!(Instant::now() < deadline, "refusal not counted");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -53,7 +53,7 @@ fn good_daemon(host: &Host, n: usize) -> std::thread::JoinHandle<()> {
 
 #[test]
 fn hostile_peers_are_dropped_while_tasks_run() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let daemon = good_daemon(&host, 5);
     while host.connections() < 1 {
         std::thread::sleep(Duration::from_millis(5));
@@ -106,18 +106,18 @@ fn hostile_peers_are_dropped_while_tasks_run() {
     // none of it became a daemon, and the real one kept working
     assert_eq!(host.connections(), 1);
     wait(&running);
-    assert!(matches!(running.take(), Outcome::Value(v, _) if &v[ID_FLAGS_LEN..] == b"running"));
+    assert!(matches!(running.take(), Outcome::Value(v, _) if &v[..] == b"running"));
     for i in 0..4u8 {
         let a = submit(&host, &[i]);
         wait(&a);
-        assert!(matches!(a.take(), Outcome::Value(v, _) if v[ID_FLAGS_LEN..] == [i]));
+        assert!(matches!(a.take(), Outcome::Value(v, _) if v[..] == [i]));
     }
     daemon.join().unwrap();
 }
 
 #[test]
 fn a_silent_peer_does_not_block_other_connections() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let _silent: Vec<TcpStream> = (0..20).map(|_| connect(&host)).collect();
     let daemon = good_daemon(&host, 1);
     let a = submit(&host, b"x");

@@ -5,7 +5,7 @@ mod common;
 
 use common::{join, port_of, submit, wait};
 use mirai::aio::{Outcome, ERR_CONNECTION_RESET};
-use mirai::host::Host;
+use mirai::host::{Host, HostConfig};
 use mirai::protocol::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -39,7 +39,7 @@ fn connected(host: &Host, n: usize) {
 
 #[test]
 fn tasks_round_trip_through_a_simulated_daemon() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let s = simulated_daemon(host.url());
     connected(&host, 1);
     let n = 2000;
@@ -50,7 +50,7 @@ fn tasks_round_trip_through_a_simulated_daemon() {
         wait(&aio);
         match aio.take() {
             Outcome::Value(v, false) => {
-                assert_eq!(&v[ID_FLAGS_LEN..], format!("payload {i}").as_bytes())
+                assert_eq!(&v[..], format!("payload {i}").as_bytes())
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -65,7 +65,7 @@ fn tasks_round_trip_through_a_simulated_daemon() {
 
 #[test]
 fn tasks_queued_before_any_daemon_are_dealt_round_robin() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let aios: Vec<_> = (0..10).map(|i| submit(&host, &[i])).collect();
     let a = simulated_daemon(host.url());
     let b = simulated_daemon(host.url());
@@ -84,7 +84,7 @@ fn tasks_queued_before_any_daemon_are_dealt_round_robin() {
 
 #[test]
 fn a_daemon_that_disconnects_fails_its_tasks_with_19() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let s = simulated_daemon(host.url());
     connected(&host, 1);
     let aio = submit(&host, b"never answered");
@@ -109,7 +109,7 @@ fn rss_bytes() -> usize {
 
 #[test]
 fn queued_tasks_cost_little_memory() {
-    let host = Host::listen("tcp://127.0.0.1:0", false).unwrap();
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
     let payload = [7u8; 67]; // the size of a serialized `mirai(1)` task
     let n = 200_000;
     let before = rss_bytes();

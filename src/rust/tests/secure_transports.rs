@@ -8,8 +8,8 @@ use common::{join, port_of, submit, wait};
 use mirai::aio::Outcome;
 use mirai::host::{Host, HostConfig};
 use mirai::protocol::*;
+use mirai::transport::url::Url;
 use mirai::transport::{dial_sync, SyncStream};
-use mirai::url::Url;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A host at `url` (port 0) with fresh single-use credentials; returns it
 /// with the authority certificate its daemons must trust.
 fn secure_host(url: &str) -> (Arc<Host>, String) {
-    let tls = mirai::tls::zero_config("127.0.0.1").unwrap();
+    let tls = mirai::transport::tls::zero_config("127.0.0.1").unwrap();
     let host = Host::listen_with(
         url,
         HostConfig {
@@ -34,7 +34,7 @@ fn secure_host(url: &str) -> (Arc<Host>, String) {
 
 fn dial(host: &Host, ca: Option<&str>) -> std::io::Result<SyncStream> {
     let url = Url::parse(host.url()).unwrap();
-    let tls = ca.map(|pem| mirai::tls::client_config(Some(pem)).unwrap());
+    let tls = ca.map(|pem| mirai::transport::tls::client_config(Some(pem)).unwrap());
     dial_sync(&url, TIMEOUT, tls.as_ref())
 }
 
@@ -58,7 +58,7 @@ fn round_trips(host: &Host, ca: Option<&str>) {
         let aio = submit(host, payload);
         wait(&aio);
         match aio.take() {
-            Outcome::Value(body, false) => assert_eq!(&body[ID_FLAGS_LEN..], payload),
+            Outcome::Value(body, false) => assert_eq!(&body[..], payload),
             _ => panic!("unexpected outcome"),
         }
     }
@@ -77,7 +77,7 @@ fn tasks_round_trip_over_tls_ws_and_wss() {
     round_trips(&host, Some(&ca));
     host.close(false);
 
-    let host = Host::listen("ws://127.0.0.1:0/a/b", false).unwrap();
+    let host = Host::listen_with("ws://127.0.0.1:0/a/b", HostConfig::default()).unwrap();
     round_trips(&host, None);
     // several daemons on the one port and path
     let more: Vec<SyncStream> = (0..3).map(|_| dial(&host, None).unwrap()).collect();
@@ -122,7 +122,11 @@ fn plain_and_silent_peers_at_a_tls_port() {
     wait_refused(&host, 1);
     // a real daemon is served meanwhile
     round_trips(&host, Some(&ca));
-    assert_eq!(host.counts()[2], 1, "the silent peers are still pending");
+    assert_eq!(
+        host.stats().refused,
+        1,
+        "the silent peers are still pending"
+    );
 }
 
 /// Wait until the host counts `n` connected daemons (it registers one
@@ -137,7 +141,7 @@ fn wait_connections(host: &Host, n: usize) {
 
 fn wait_refused(host: &Host, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(12);
-    while host.counts()[2] < n {
+    while host.stats().refused < n {
         assert!(Instant::now() < deadline, "refusal not counted");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -1,7 +1,7 @@
 //! The websocket handshake and pump: round trips between our own client and
 //! server, and hand-written peers checking the wire format and hostile input.
 
-use mirai::websocket::{self, Role};
+use mirai::transport::websocket::{self, Role};
 use std::future::Future;
 use std::time::Duration;
 use tokio::io::{duplex, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! them the way the R thread does, without R.
 
 use mirai::aio::{self, Aio};
-use mirai::host::{task_frame, Host, Task};
+use mirai::host::{Host, Task};
 use mirai::protocol::*;
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -23,12 +23,19 @@ pub fn join<S: Read + Write>(mut s: S) {
     assert_eq!(read_frame_blocking(s, HANDSHAKE_MAX).unwrap().kind, WELCOME);
 }
 
+/// A TASK frame for `aio` whose serialized payload is `payload`.
+pub fn task_frame(aio: &Aio, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    begin_task(&mut f, aio.id as u64, 0);
+    f.extend_from_slice(payload);
+    finish_task(&mut f, &[]);
+    f
+}
+
 /// Queue a task whose payload is `payload`.
 pub fn submit(host: &Host, payload: &[u8]) -> Arc<Aio> {
     let aio = Aio::new();
-    let mut f = task_frame(&aio, 0, payload.len());
-    f.extend_from_slice(payload);
-    finish_frame(&mut f);
+    let f = task_frame(&aio, payload);
     host.submit(
         Task {
             aio: aio.clone(),

@@ -26,38 +26,27 @@ pub struct HostTls {
 }
 
 /// The names a certificate for a host listening at `host` must carry: the
-/// host itself; for a wildcard address, every name daemons may dial it by.
+/// host itself; for a wildcard address (empty, 0.0.0.0 or ::), every name
+/// daemons may dial it by.
 fn certificate_names(host: &str) -> Vec<String> {
-    let wildcard = matches!(host, "0.0.0.0" | "::");
+    let wildcard = matches!(host, "" | "0.0.0.0" | "::");
     if !wildcard {
         return vec![host.to_string()];
     }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     // (the wildcard itself too: local daemons dial the URL as given)
-    let mut names = vec![
-        host.to_string(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ];
-    if let Some(h) = hostname() {
+    if !host.is_empty() {
+        names.push(host.to_string());
+    }
+    if let Some(h) = super::interfaces::hostname() {
         names.push(h);
     }
-    for (_, ip) in crate::transport::interface_addresses() {
+    for (_, ip) in super::interfaces::interface_addresses() {
         names.push(ip.to_string());
     }
     names.sort();
     names.dedup();
     names
-}
-
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 /// Single-use credentials for a host listening at `host`.
@@ -75,8 +64,9 @@ pub fn zero_config(host: &str) -> Result<HostTls, String> {
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
 
     let mut leaf = rcgen::CertificateParams::new(certificate_names(host)).map_err(err)?;
+    let common_name = if host.is_empty() { "localhost" } else { host };
     leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, host.to_string());
+        .push(rcgen::DnType::CommonName, common_name.to_string());
     let key = rcgen::KeyPair::generate().map_err(err)?;
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
 

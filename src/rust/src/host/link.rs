@@ -28,9 +28,9 @@ pub struct Link {
     pub backlog: bool,
     /// Dispatcher: this daemon is listed as free for work.
     pub idle_listed: bool,
-    /// Dispatcher: how many of the profile's `everywhere()` tasks this
-    /// daemon has been given.
-    pub broadcasts_seen: usize,
+    /// Dispatcher: the profile's `everywhere()` calls before this index
+    /// have been run by this daemon (see `dispatcher`).
+    pub next_broadcast: usize,
     /// The daemon said it is leaving: it gets no more tasks.
     pub leaving: bool,
 }
@@ -43,7 +43,7 @@ impl Link {
             fd,
             backlog: false,
             idle_listed: false,
-            broadcasts_seen: 0,
+            next_broadcast: 0,
             leaving: false,
         }
     }
@@ -89,6 +89,9 @@ fn write_nonblocking(fd: RawFd, frame: &OutFrame) -> usize {
 fn write_some(fd: RawFd, buf: &[u8]) -> usize {
     let mut done = 0;
     while done < buf.len() {
+        // SAFETY: `fd` is the link's open socket (the host state lock the
+        // caller holds keeps it open) and the pointer and length describe
+        // the rest of `buf`.
         let n = unsafe {
             libc::send(
                 fd,

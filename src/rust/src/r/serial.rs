@@ -1,11 +1,14 @@
 //! R serialization straight into and out of Rust byte buffers, through R's
 //! stream API in native binary format: no intermediate raw vector, one copy
-//! each way. Must run on R's main thread.
+//! each way. Both run under [`protect`], so an R error inside (malformed
+//! input, a package missing here, memory) comes back as a message. Must
+//! run on R's main thread.
 
-use crate::rapi::*;
+use super::api::{R_InitInPStream, R_InitOutPStream};
+use super::unwind::{protect, RFailure};
 use extendr_ffi::{
     R_NilValue, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t, R_outpstream_st,
-    R_outpstream_t, R_pstream_format_t, Rf_xlength, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
+    R_outpstream_t, R_pstream_format_t, Rf_error, Rf_xlength, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
 };
 use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
@@ -14,13 +17,24 @@ use std::os::raw::{c_int, c_void};
 const VERSION: c_int = 3;
 
 unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
-    let buf = &mut *((*stream).data as *mut Vec<u8>);
-    buf.push(c as u8);
+    let byte = [c as u8];
+    out_bytes(stream, byte.as_ptr() as *mut c_void, 1);
 }
 
+/// R's serializer writes its output through here; running out of memory
+/// is an R error (caught by `protect`), never an abort.
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, p: *mut c_void, n: c_int) {
+    // SAFETY: `data` is the buffer `serialize_into` passed; R gives `n`
+    // readable bytes at `p`.
     let buf = &mut *((*stream).data as *mut Vec<u8>);
-    buf.extend_from_slice(std::slice::from_raw_parts(p as *const u8, n as usize));
+    let n = n as usize;
+    if buf.capacity() - buf.len() < n {
+        let grow = n.max(buf.len() / 2);
+        if buf.try_reserve(grow).is_err() {
+            Rf_error(c"mirai: out of memory while serializing".as_ptr());
+        }
+    }
+    buf.extend_from_slice(std::slice::from_raw_parts(p as *const u8, n));
 }
 
 struct Reader<'a> {
@@ -29,6 +43,7 @@ struct Reader<'a> {
 }
 
 unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
+    // SAFETY: `data` is the reader `unserialize` passed.
     let r = &mut *((*stream).data as *mut Reader);
     if r.pos >= r.bytes.len() {
         Rf_error(c"mirai: serialized data ended early".as_ptr());
@@ -38,6 +53,8 @@ unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
 }
 
 unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
+    // SAFETY: `data` is the reader `unserialize` passed; R gives room for
+    // `n` bytes at `p`.
     let r = &mut *((*stream).data as *mut Reader);
     let n = n as usize;
     if r.bytes.len() - r.pos < n {
@@ -51,6 +68,9 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
 /// deep, so the buffer for a large vector (even inside a task's argument
 /// lists) is sized once instead of regrown by copying.
 unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
+    if super::api::ALTREP(x) != 0 {
+        return 64; // compact forms serialize small, whatever their length
+    }
     let n = Rf_xlength(x) as usize;
     let per = match TYPEOF(x) {
         SEXPTYPE::REALSXP => 8,
@@ -70,10 +90,15 @@ unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
 
 /// Append the serialization of `x` to `buf` (which may already hold a frame
 /// header). An R error during serialization is returned as its message.
-pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), String> {
-    crate::buffer::reserve(buf, unsafe { size_hint(x, 3) }).map_err(|e| e.to_string())?;
+pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), RFailure> {
+    // SAFETY: R's thread; `x` is protected by the caller.
+    let hint = unsafe { size_hint(x, 3) };
+    crate::buffer::reserve(buf, hint)
+        .map_err(|_| RFailure::Error("not enough memory to serialize the data".into()))?;
     let data = buf as *mut Vec<u8> as *mut c_void;
-    r_protect(&mut || unsafe {
+    // SAFETY: R's thread; the stream lives on this frame and writes into
+    // `buf` through `data` until R_Serialize returns or unwinds.
+    protect(|| unsafe {
         let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
         R_InitOutPStream(
             stream.as_mut_ptr(),
@@ -86,51 +111,52 @@ pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), String> {
             R_NilValue,
         );
         R_Serialize(x, stream.as_mut_ptr());
+        R_NilValue
     })
-    .map_err(|e| format!("serialization failed: {e}"))
+    .map(|_| ())
 }
 
 /// Above this size a buffer is handed over as it is rather than copied.
 const COPY_LIMIT: usize = 1 << 16;
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Fill a reusable buffer with `fill`, then return its bytes in an
 /// allocation of exactly their size: a queued task holds no slack, and
-/// serializing many small tasks churns no reallocations.
-pub fn with_scratch(
-    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
-) -> Result<Vec<u8>, String> {
-    SCRATCH.with(|s| {
-        let mut buf = s.borrow_mut();
-        buf.clear();
-        let res = fill(&mut buf);
-        let out = if buf.len() <= COPY_LIMIT {
-            buf.as_slice().to_vec()
-        } else {
-            std::mem::take(&mut *buf)
-        };
-        if buf.capacity() > COPY_LIMIT {
-            *buf = Vec::new();
+/// serializing many small tasks churns no reallocations. The buffer is
+/// taken out while `fill` runs (it calls R), so nothing is left borrowed
+/// whatever R does.
+pub fn with_scratch<E>(fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Vec<u8>, E> {
+    let mut buf = SCRATCH.with(|s| s.take());
+    buf.clear();
+    let res = fill(&mut buf);
+    let out = if buf.len() <= COPY_LIMIT {
+        let out = buf.as_slice().to_vec();
+        if buf.capacity() <= COPY_LIMIT {
+            SCRATCH.with(|s| s.set(buf));
         }
-        res.map(|_| out)
-    })
+        out
+    } else {
+        buf
+    };
+    res.map(|_| out)
 }
 
 /// Rebuild the R object serialized in `bytes`. Malformed input, or an
 /// object needing a package that is not installed here, gives an error
 /// message, never a crash. The result is unprotected: protect it before
 /// the next allocation.
-pub fn unserialize(bytes: &[u8]) -> Result<SEXP, String> {
+pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
     if bytes.is_empty() {
-        return Err("unserialization failed: no data".into());
+        return Err(RFailure::Error("no data".into()));
     }
     let mut reader = Reader { bytes, pos: 0 };
     let data = &mut reader as *mut Reader as *mut c_void;
-    let mut out = unsafe { R_NilValue };
-    r_protect(&mut || unsafe {
+    // SAFETY: R's thread; the stream lives on this frame and reads from
+    // `reader` through `data` until R_Unserialize returns or unwinds.
+    protect(|| unsafe {
         let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
         R_InitInPStream(
             stream.as_mut_ptr(),
@@ -141,8 +167,6 @@ pub fn unserialize(bytes: &[u8]) -> Result<SEXP, String> {
             None,
             R_NilValue,
         );
-        out = R_Unserialize(stream.as_mut_ptr());
+        R_Unserialize(stream.as_mut_ptr())
     })
-    .map_err(|e| format!("unserialization failed: {e}"))?;
-    Ok(out)
 }

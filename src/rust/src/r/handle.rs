@@ -1,6 +1,5 @@
-//! R external pointers that own a reference-counted Rust value: the R
-//! objects behind a mirai (its aio), a compute profile's host, and a
-//! daemon's connection. The pointer is the `Arc` itself, so a handle costs
+//! R external pointers that own a reference-counted Rust value: a compute
+//! profile's host, and a daemon's connection. The pointer is the `Arc` itself, so a handle costs
 //! no allocation beyond the value.
 //!
 //! The tag is an R symbol naming the type (symbols are interned, so a
@@ -19,6 +18,8 @@ pub trait Tagged: Sized + 'static {
 }
 
 unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
+    // SAFETY: the address is the `Arc` `new_handle` leaked (or null once
+    // cleared), reclaimed exactly once.
     let p = R_ExternalPtrAddr(x) as *const T;
     if !p.is_null() {
         R_ClearExternalPtr(x);
@@ -28,6 +29,8 @@ unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
 
 /// Move `val` into a new external pointer (unprotected on return).
 pub fn new_handle<T: Tagged>(val: Arc<T>) -> SEXP {
+    // SAFETY: R's thread; the pointer owns one strong count, given back by
+    // the finalizer.
     unsafe {
         let p = Arc::into_raw(val);
         let x = R_MakeExternalPtr(p as *mut _, Rf_install(T::TAG.as_ptr()), R_NilValue);
@@ -38,6 +41,8 @@ pub fn new_handle<T: Tagged>(val: Arc<T>) -> SEXP {
 
 /// Borrow the value behind a handle, checking its type.
 pub fn get_handle<'a, T: Tagged>(x: SEXP) -> Result<&'a T, String> {
+    // SAFETY: R's thread; the tag is checked before the address is used,
+    // and the value lives while the (protected) handle does.
     unsafe {
         if TYPEOF(x) != SEXPTYPE::EXTPTRSXP || R_ExternalPtrTag(x) != Rf_install(T::TAG.as_ptr()) {
             return Err(format!("expected a {} object", T::TAG.to_string_lossy()));

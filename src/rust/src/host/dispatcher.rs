@@ -1,0 +1,280 @@
+//! The dispatcher policy: tasks wait first-in first-out and each goes to a
+//! free daemon, which runs one task at a time. A daemon is handed its next
+//! task the moment its result arrives, on the thread that read it. A
+//! cancelled task is dropped from the queue or interrupted on its daemon;
+//! queued payload bytes count against an optional budget.
+//!
+//! `everywhere()` calls are *broadcasts*. Each queues a group of `k` tasks
+//! that go to `k` distinct daemons; while a group is not all taken, the
+//! queue stops at its next task, so later tasks wait for every member (the
+//! synchronisation point). Every daemon also runs each broadcast once
+//! before its next ordinary task, including daemons that connect after
+//! the group was taken; those extra runs are not counted as tasks. A
+//! link's `next_broadcast` says how far it has got: broadcasts before it
+//! it has run, as a group member or as an extra.
+
+use super::link::SharedFrame;
+use super::scheduler::{Queued, State, Task};
+use crate::aio::{Aio, Outcome};
+use crate::outframe::OutFrame;
+use crate::protocol::handshake::Stream;
+use crate::protocol::message::{cancel_frame, task_prefix, TASK_KEEP_STATE};
+use std::sync::Arc;
+
+/// A counted task on a daemon. Its frame is kept until the daemon
+/// answers, to go elsewhere if the daemon leaves without starting it.
+pub(super) struct Running {
+    pub conn: u64,
+    pub aio: Arc<Aio>,
+    pub frame: SharedFrame,
+    pub group: Option<usize>,
+}
+
+/// One `everywhere()` call.
+pub(super) struct Broadcast {
+    /// The serialized task, shared by every daemon's frame.
+    payload: Arc<[u8]>,
+    /// Group tasks not yet taken by a daemon.
+    untaken: usize,
+}
+
+/// A TASK frame for `aio` carrying a broadcast's shared payload.
+fn broadcast_frame(aio: &Aio, payload: &Arc<[u8]>) -> OutFrame {
+    let head = task_prefix(aio.id as u64, TASK_KEEP_STATE, payload.len());
+    OutFrame::with_shared(head, payload.clone())
+}
+
+impl State {
+    /// The random-number stream for the next daemon to connect: each gets
+    /// the stream after the last one's.
+    pub fn next_stream(&mut self) -> Option<Stream> {
+        let next = crate::streams::next_stream(self.stream.as_ref()?);
+        self.stream = Some(next);
+        Some(next)
+    }
+
+    /// Queue a counted task and hand out work; its bytes count against the
+    /// budget only if no free daemon took it at once.
+    pub(super) fn queue_for_dispatch(&mut self, task: Task, group: Option<usize>) {
+        let aio = task.aio.clone();
+        self.queue.push_back(Queued {
+            task,
+            group,
+            counted: false,
+        });
+        self.dispatch();
+        if let Some(q) = self.queue.back_mut() {
+            if Arc::ptr_eq(&q.task.aio, &aio) {
+                q.counted = true;
+                let len = q.task.frame.len();
+                self.budget.add(len);
+            }
+        }
+    }
+
+    /// Whether queued work remains that some daemon might take.
+    fn has_queued(&self) -> bool {
+        self.queue.len() > self.cancelled_in_queue
+    }
+
+    /// Hand queued tasks to free daemons while there are both. A daemon
+    /// that cannot take the head (a broadcast it has run) goes back on the
+    /// list; one pass over the list without progress ends the round.
+    pub(super) fn dispatch(&mut self) {
+        let mut tries = self.idle.len();
+        while tries > 0 && self.has_queued() {
+            tries -= 1;
+            let Some(conn) = self.idle.pop_front() else {
+                return;
+            };
+            let Some(link) = self.links.get_mut(&conn) else {
+                continue;
+            };
+            link.idle_listed = false;
+            if self.give_work(conn) {
+                tries = self.idle.len();
+            }
+        }
+    }
+
+    /// Offer work to every free daemon (a broadcast group has been taken:
+    /// those that did not run it do so now, the others may go past it).
+    fn offer_all_idle(&mut self) {
+        let idle: Vec<u64> = self.idle.drain(..).collect();
+        for conn in idle {
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.idle_listed = false;
+                self.give_work(conn);
+            }
+        }
+    }
+
+    /// Give a daemon with nothing to do its next task: a broadcast it has
+    /// not run, else the queue's head if it may take it; with neither,
+    /// list it as free. Returns whether it was given something.
+    pub(super) fn give_work(&mut self, conn: u64) -> bool {
+        match self.links.get(&conn) {
+            Some(link) if link.inflight.is_empty() && !link.leaving => {}
+            _ => return false,
+        }
+        if self.extra_run(conn) {
+            return true;
+        }
+        let next_broadcast = self.links[&conn].next_broadcast;
+        while let Some(q) = self.queue.front() {
+            if !q.task.aio.is_pending() {
+                let q = self.queue.pop_front().expect("front exists");
+                self.cancelled_in_queue = self.cancelled_in_queue.saturating_sub(1);
+                self.forget_queued(&q);
+                continue;
+            }
+            if q.group.is_some_and(|b| b < next_broadcast) {
+                break; // a broadcast this daemon has run: it waits
+            }
+            let q = self.queue.pop_front().expect("front exists");
+            self.forget_queued(&q);
+            self.run(conn, q.task, q.group);
+            return true;
+        }
+        let link = self.links.get_mut(&conn).expect("checked above");
+        if !link.idle_listed {
+            link.idle_listed = true;
+            self.idle.push_back(conn);
+        }
+        false
+    }
+
+    /// Send a counted task to a daemon.
+    fn run(&mut self, conn: u64, task: Task, group: Option<usize>) {
+        let frame = Arc::new(task.frame);
+        self.executing.insert(
+            task.aio.id,
+            Running {
+                conn,
+                aio: task.aio.clone(),
+                frame: frame.clone(),
+                group,
+            },
+        );
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        if let Some(b) = group {
+            link.next_broadcast = link.next_broadcast.max(b + 1);
+        }
+        // a failed send leaves the task in flight: it resolves when the
+        // connection's reader sees the daemon gone
+        link.send_task(task.aio, frame);
+    }
+
+    /// If a broadcast whose group is all taken has not been run by this
+    /// daemon, send it (uncounted); true if one was sent.
+    fn extra_run(&mut self, conn: u64) -> bool {
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        let Some(b) = self.broadcasts.get(link.next_broadcast) else {
+            return false;
+        };
+        if b.untaken > 0 {
+            return false; // still a group: taken from the queue
+        }
+        link.next_broadcast += 1;
+        let aio = Aio::new();
+        let frame = Arc::new(broadcast_frame(&aio, &b.payload));
+        link.send_task(aio, frame);
+        true
+    }
+
+    /// A group task of broadcast `b` left the queue (taken or cancelled).
+    pub(super) fn group_task_taken(&mut self, b: usize) {
+        let Some(bc) = self.broadcasts.get_mut(b) else {
+            return;
+        };
+        bc.untaken = bc.untaken.saturating_sub(1);
+        if bc.untaken == 0 {
+            self.offer_all_idle();
+        }
+    }
+
+    /// Queue an `everywhere()` call as a group of `k` tasks for distinct
+    /// daemons (see the module docs); returns their aios, which are
+    /// counted tasks. With `k` zero the call still reaches every daemon
+    /// as an extra run.
+    pub fn broadcast(
+        &mut self,
+        payload: Arc<[u8]>,
+        k: usize,
+        new_aio: impl Fn() -> Arc<Aio>,
+    ) -> Vec<Arc<Aio>> {
+        if self.closed {
+            return Vec::new();
+        }
+        let b = self.broadcasts.len();
+        self.broadcasts.push(Broadcast {
+            payload: payload.clone(),
+            untaken: k,
+        });
+        let mut aios = Vec::with_capacity(k);
+        for _ in 0..k {
+            let aio = new_aio();
+            let frame = broadcast_frame(&aio, &payload);
+            aios.push(aio.clone());
+            let _ = self.enqueue_in(Task { aio, frame }, Some(b));
+        }
+        if k == 0 {
+            self.offer_all_idle();
+        }
+        aios
+    }
+
+    /// Resolve `aio` to errorValue `code` and stop its task: a queued one
+    /// is skipped when reached, a running one is interrupted on its daemon
+    /// (which stays busy until it answers). True if the task was queued or
+    /// running here; false if it had already resolved.
+    pub fn cancel(&mut self, aio: &Aio, code: i32) -> bool {
+        if !aio.complete(Outcome::Error(code)) {
+            return false;
+        }
+        if let Some(running) = self.executing.get(&aio.id) {
+            if let Some(link) = self.links.get_mut(&running.conn) {
+                link.send(Arc::new(cancel_frame(aio.id as u64).into()));
+            }
+        } else if !self.closed {
+            self.cancelled_while_queued();
+        }
+        true
+    }
+
+    /// A daemon is leaving: tasks it was sent but never started go back to
+    /// the head of the queue.
+    pub(super) fn requeue_unstarted(&mut self, conn: u64) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let ids: Vec<u64> = link.inflight.keys().copied().collect();
+        for id in ids {
+            let Some(running) = self.executing.remove(&(id as u32)) else {
+                continue;
+            };
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.inflight.remove(&id);
+            }
+            if !running.aio.is_pending() {
+                continue; // cancelled meanwhile
+            }
+            if let Some(b) = running.group {
+                if let Some(bc) = self.broadcasts.get_mut(b) {
+                    bc.untaken += 1;
+                }
+            }
+            let frame = Arc::unwrap_or_clone(running.frame);
+            self.budget.add(frame.len());
+            self.queue.push_front(Queued {
+                task: Task {
+                    aio: running.aio,
+                    frame,
+                },
+                group: running.group,
+                counted: true,
+            });
+        }
+        self.dispatch();
+    }
+}

@@ -1,0 +1,159 @@
+//! The daemon loop's calls (daemon.R): dialling the host, receiving tasks,
+//! sending results.
+
+use super::frames::{read_task, send_result, TaskError};
+use super::handle::{get_handle, new_handle, Tagged};
+use super::unwind::user_interrupted;
+use super::{millis, not_forked, r_error, robj, INTERRUPT_SLICE};
+use crate::daemon::{AutoExit, Client, Incoming};
+use extendr_api::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Tagged for Client {
+    const TAG: &'static std::ffi::CStr = c"mirai_daemon_connection";
+}
+
+fn client(c: &Robj) -> Result<&Client> {
+    // SAFETY: the handle is checked for its tag before use.
+    get_handle::<Client>(unsafe { c.get() }).map_err(r_error)
+}
+
+/// Connect a daemon to its host. `autoexit`: TRUE, NA or FALSE. A failed
+/// dial is an R error with the transport's "code | message" text.
+#[extendr]
+fn daemon_dial(
+    url: &str,
+    asyncdial: bool,
+    autoexit: Rbool,
+    tempdir: &str,
+    secret: &str,
+    tlscert: &str,
+) -> Result<Robj> {
+    not_forked()?;
+    let mode = if autoexit.is_na() {
+        AutoExit::AfterTask
+    } else if autoexit.is_true() {
+        AutoExit::Immediate
+    } else {
+        AutoExit::Never
+    };
+    let c = Client::dial(
+        url,
+        asyncdial,
+        mode,
+        tempdir.to_string(),
+        secret.to_string(),
+        (!tlscert.is_empty()).then(|| tlscert.to_string()),
+    )
+    .map_err(r_error)?;
+    Ok(robj(new_handle(Arc::new(c))))
+}
+
+/// Wait for the next message: a task `list(id, flags, epoch, payload)`
+/// (with a fifth element, the error message, if the payload could not be
+/// rebuilt here); a new connection's random-number stream (an integer
+/// vector of 7); or an integer code: 0 connection ended, 1 `idle_ms`
+/// passed, 2 told to exit, -1 interrupted. A refusal by the host is an R
+/// error.
+#[extendr]
+fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
+    let client = client(&c)?;
+    let deadline = millis(idle_ms).map(|d| Instant::now() + d);
+    loop {
+        let slice = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(r!(1));
+                }
+                INTERRUPT_SLICE.min(d - now)
+            }
+            None => INTERRUPT_SLICE,
+        };
+        match client.recv(slice) {
+            Some(Incoming::Task {
+                id,
+                flags,
+                epoch,
+                raw,
+            }) => {
+                let (id_r, epoch_r) = (id as f64, epoch as f64);
+                return match read_task(client, epoch, &raw) {
+                    Ok(task) => {
+                        client.start_task(id, epoch);
+                        Ok(list!(id_r, flags as i32, epoch_r, robj(task)).into())
+                    }
+                    Err(TaskError::Task(e)) => {
+                        client.start_task(id, epoch);
+                        Ok(list!(id_r, flags as i32, epoch_r, (), e).into())
+                    }
+                    Err(TaskError::Connection) => Ok(r!(-1)),
+                };
+            }
+            Some(Incoming::Setup(stream)) => return Ok(r!(stream.to_vec())),
+            Some(Incoming::Disconnected) => return Ok(r!(0)),
+            Some(Incoming::Exit) => return Ok(r!(2)),
+            Some(Incoming::Refused(why)) => {
+                return Err(r_error(format!("the host refused this daemon: {why}")))
+            }
+            None => {
+                if user_interrupted() {
+                    // an interrupt between tasks (a late cancellation) is
+                    // nothing to act on
+                    client.interrupt_verdict();
+                    return Ok(r!(-1));
+                }
+            }
+        }
+    }
+}
+
+/// Send the result of task `id` back on the connection it came from. A
+/// value that cannot be serialized is an R error (the caller sends a
+/// miraiError instead).
+#[extendr]
+fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<()> {
+    let client = client(&c)?;
+    // SAFETY: `value` is protected by extendr for this call.
+    send_result(
+        client,
+        id as u64,
+        epoch as u64,
+        unsafe { value.get() },
+        is_error,
+    )
+    .map_err(r_error)
+}
+
+/// An interrupt has reached the daemon's R code: whether it should stop
+/// the evaluation in progress (a cancellation of this task, or a user's
+/// interrupt) rather than be ignored (between tasks, or sent for a task
+/// already finished).
+#[extendr]
+fn daemon_interrupt_verdict(c: Robj) -> Result<bool> {
+    Ok(client(&c)?.interrupt_verdict())
+}
+
+/// Whether the daemon is evaluating a task (received, not yet answered).
+#[extendr]
+fn daemon_in_task(c: Robj) -> Result<bool> {
+    Ok(client(&c)?.in_task())
+}
+
+/// The daemon leaves: the host hears of it, the connection closes.
+#[extendr]
+fn daemon_finish(c: Robj) -> Result<()> {
+    client(&c)?.finish();
+    Ok(())
+}
+
+extendr_module! {
+    mod daemon;
+    fn daemon_dial;
+    fn daemon_recv;
+    fn daemon_send;
+    fn daemon_interrupt_verdict;
+    fn daemon_in_task;
+    fn daemon_finish;
+}

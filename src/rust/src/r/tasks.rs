@@ -1,0 +1,211 @@
+//! Submitting tasks (mirai.R, map.R, `everywhere()`), and package start-up.
+
+use super::handle::get_handle;
+use super::mirai::{new_mirai, resolved_mirai};
+use super::unwind::{user_interrupted, RFailure};
+use super::{frames, millis, not_forked, r_error, robj, INTERRUPT_SLICE};
+use crate::host::{Host, HostConfig, Task};
+use crate::protocol::message::TASK_KEEP_STATE;
+use extendr_api::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) fn host(h: &Robj) -> Result<&Arc<Host>> {
+    // SAFETY: the handle is checked for its tag before use.
+    Ok(
+        &get_handle::<super::daemons::HostHandle>(unsafe { h.get() })
+            .map_err(r_error)?
+            .0,
+    )
+}
+
+fn mirai_for(aio: Arc<crate::aio::Aio>) -> Result<Robj> {
+    Ok(robj(new_mirai(aio).map_err(r_error)?))
+}
+
+fn failed(e: RFailure) -> Error {
+    r_error(e)
+}
+
+/// Package start-up (from .onLoad): `binding` is the expression making
+/// each mirai's `data` binding, `make_error` the R function making a
+/// miraiError from a message. Rust panics stay quiet on R's thread (they
+/// reach R as errors, with their message) and are reported elsewhere.
+#[extendr]
+fn init_mirai(binding: Robj, make_error: Robj) {
+    // SAFETY: both are protected by the caller; `init` preserves them.
+    super::mirai::init(unsafe { binding.get() }, unsafe { make_error.get() });
+    super::vectors::measure_layout();
+    let r_thread = std::thread::current().id();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != r_thread {
+            default(info);
+        }
+    }));
+}
+
+/// Serialize `payload` into a task frame with `flags` and queue it (or
+/// send it); returns the mirai.
+#[extendr]
+fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64) -> Result<Robj> {
+    super::mirai::collect();
+    not_forked()?;
+    let host = host(&h)?;
+    let aio = host.new_aio();
+    // SAFETY: `payload` is protected by extendr for this call.
+    let frame =
+        frames::task_frame(aio.id as u64, flags as u8, unsafe { payload.get() }).map_err(failed)?;
+    let task = Task {
+        aio: aio.clone(),
+        frame,
+    };
+    host.submit(task, millis(timeout_ms));
+    mirai_for(aio)
+}
+
+/// Wait until the dispatcher's memory budget has room (the queued bytes
+/// are below it): 0, or -1 if interrupted meanwhile.
+#[extendr]
+fn host_wait_room(h: Robj) -> Result<i32> {
+    not_forked()?;
+    let host = host(&h)?;
+    while !host.wait_room(INTERRUPT_SLICE) {
+        if user_interrupted() {
+            return Ok(-1);
+        }
+    }
+    Ok(0)
+}
+
+/// Whether the dispatcher's memory budget has room now.
+#[extendr]
+fn host_has_room(h: Robj) -> Result<bool> {
+    Ok(host(&h)?.has_room())
+}
+
+/// `n` random bytes as hex text (URL names; R's own generator is left
+/// alone, so launching daemons draws nothing from it).
+#[extendr]
+fn random_hex(n: i32) -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = vec![0u8; n.clamp(0, 1024) as usize];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| r_error("no system randomness"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A mirai with no daemons set: a host at `url` for this one task, and a
+/// daemon process (`program args...`, told the host's secret in its
+/// environment) to run it. The host closes once the task is done, timed
+/// out or stopped, and the process then exits.
+#[extendr]
+fn ephemeral_submit(
+    url: &str,
+    payload: Robj,
+    timeout_ms: f64,
+    program: &str,
+    args: Vec<String>,
+) -> Result<Robj> {
+    super::mirai::collect();
+    not_forked()?;
+    let secret = crate::host::new_secret().map_err(r_error)?;
+    let config = HostConfig {
+        ephemeral: true,
+        secret: Some(secret.clone().into_bytes()),
+        ..HostConfig::default()
+    };
+    let host = Host::listen_with(url, config).map_err(r_error)?;
+    let aio = host.new_aio();
+    // SAFETY: `payload` is protected by extendr for this call.
+    let frame = frames::task_frame(aio.id as u64, 0, unsafe { payload.get() });
+    let frame = match frame {
+        Ok(f) => f,
+        Err(e) => {
+            host.close(false);
+            return Err(failed(e));
+        }
+    };
+    host.submit(
+        Task {
+            aio: aio.clone(),
+            frame,
+        },
+        millis(timeout_ms),
+    );
+    if let Err(e) = super::daemons::launch(&host, program, &args, false, &secret) {
+        host.close(false);
+        return Err(e);
+    }
+    mirai_for(aio)
+}
+
+/// `everywhere()`: `k` tasks keeping state. With dispatcher they go to
+/// `k` distinct daemons and every other daemon runs the task too (see
+/// `host::dispatcher`); without, they are dealt round-robin. One
+/// serialized payload is shared by all. Returns the list of mirai.
+#[extendr]
+fn host_everywhere(h: Robj, payload: Robj, k: i32) -> Result<Robj> {
+    super::mirai::collect();
+    not_forked()?;
+    let host = host(&h)?;
+    let mut body = Vec::new();
+    // SAFETY: `payload` is protected by extendr for this call.
+    super::serial::serialize_into(unsafe { payload.get() }, &mut body).map_err(failed)?;
+    let shared: Arc<[u8]> = Arc::from(body);
+    let k = k.max(0) as usize;
+    let aios = if host.config().dispatcher {
+        host.broadcast(shared, k)
+    } else {
+        (0..k)
+            .map(|_| {
+                let aio = host.new_aio();
+                let head = crate::protocol::message::task_prefix(
+                    aio.id as u64,
+                    TASK_KEEP_STATE,
+                    shared.len(),
+                );
+                let frame = crate::outframe::OutFrame::with_shared(head, shared.clone());
+                host.submit(
+                    Task {
+                        aio: aio.clone(),
+                        frame,
+                    },
+                    None::<Duration>,
+                );
+                aio
+            })
+            .collect()
+    };
+    let mirai: Vec<Robj> = aios.into_iter().map(mirai_for).collect::<Result<_>>()?;
+    Ok(List::from_values(mirai).into())
+}
+
+/// A mirai already resolved to `value` (synchronous profiles).
+#[extendr]
+fn mirai_resolved(value: Robj) -> Result<Robj> {
+    // SAFETY: `value` is protected by extendr for this call.
+    Ok(robj(
+        resolved_mirai(unsafe { value.get() }).map_err(r_error)?,
+    ))
+}
+
+/// `"<code> | <message>"` for an error code.
+#[extendr]
+fn error_text(code: i32) -> String {
+    crate::codes::describe(code)
+}
+
+extendr_module! {
+    mod tasks;
+    fn init_mirai;
+    fn host_submit;
+    fn host_wait_room;
+    fn host_has_room;
+    fn random_hex;
+    fn ephemeral_submit;
+    fn host_everywhere;
+    fn mirai_resolved;
+    fn error_text;
+}
