@@ -9,8 +9,11 @@
 # does not use nanonext.
 is_upstream <- function() isNamespaceLoaded("nanonext")
 
+# Set SPEC_UNGUARDED=1 to run the guarded tests against upstream anyway
+# (to see how upstream differs).
 skip_if_upstream <- function(why = "not upstream behaviour") {
-  if (is_upstream()) testthat::skip(paste("upstream:", why))
+  if (is_upstream() && !nzchar(Sys.getenv("SPEC_UNGUARDED")))
+    testthat::skip(paste("upstream:", why))
   invisible(TRUE)
 }
 
@@ -173,4 +176,11 @@ recorder_script <- function(stdin = FALSE) {
   ), path)
   Sys.chmod(path, "0755")
   list(path = path, args = file.path(dir, "args.txt"), stdin = file.path(dir, "stdin.txt"))
+}
+
+# Keep cli from wrapping condition messages at the console width until
+# `frame` exits.
+spec_wide_cli <- function(frame = parent.frame()) {
+  op <- options(cli.width = 10000L)
+  spec_defer(options(op), frame = frame)
 }
