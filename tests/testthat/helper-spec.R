@@ -184,3 +184,10 @@ spec_wide_cli <- function(frame = parent.frame()) {
   op <- options(cli.width = 10000L)
   spec_defer(options(op), frame = frame)
 }
+
+# Reset these profiles when the calling test exits (for tests that call
+# daemons() directly, e.g. expecting an error that a faulty build might not
+# raise, so that a failure never leaks daemons into later tests).
+spec_reset_on_exit <- function(profiles = "default", frame = parent.frame()) {
+  spec_defer(for (p in profiles) try(daemons(0, .compute = p), silent = TRUE), frame = frame)
+}

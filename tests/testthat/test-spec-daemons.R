@@ -3,6 +3,7 @@
 # Deviations 4, 13, 15, 24.
 
 test_that("daemons() argument errors", {
+  spec_reset_on_exit("default")
   e <- catch_cnd(daemons())
   expect_false(is.null(e))
   expect_match(conditionMessage(e), "argument \"n\" is missing, with no default", fixed = TRUE)
@@ -132,6 +133,7 @@ test_that("remote is ignored without url", {
 })
 
 test_that("url with remote launches through launch_remote(); its error resets the profile", {
+  spec_reset_on_exit("default")
   rem <- remote_config(command = "sh", args = c("-c", "."), rscript = rscript(), quote = TRUE)
   spec_daemons(1, url = "tcp://127.0.0.1:0", remote = rem)
   expect_true(wait_conn(1, timeout = 20))
@@ -144,6 +146,7 @@ test_that("url with remote launches through launch_remote(); its error resets th
 })
 
 test_that("a URL that cannot be used errors with the transport message; profile not set", {
+  spec_reset_on_exit(c("default", "spec-clash"))
   e <- catch_cnd(daemons(url = "nonsense://x"))
   expect_identical(conditionMessage(e), "9 | Not supported")
   expect_false(daemons_set())
@@ -190,6 +193,7 @@ test_that("unknown and non-numeric settings are accepted by local daemons", {
 })
 
 test_that("dispatcher must be TRUE or FALSE", {
+  spec_reset_on_exit("default")
   expect_error(daemons(1, dispatcher = "yes"))
   expect_false(daemons_set())
 })
@@ -318,6 +322,7 @@ test_that("daemons_set() reports the current profile by default", {
 })
 
 test_that("[EXT] daemons(retry = ): formals, dispatcher requirement, re-queued tasks", {
+  spec_reset_on_exit("default")
   skip_if_upstream("[EXT] retry is this package's extension")
   f <- names(formals(daemons))
   expect_identical(f[match("pass", f) + 1L], "retry")

@@ -132,6 +132,7 @@ test_that("ipc and abstract URLs", {
 })
 
 test_that("[EXT] listening on an ipc path naming an ordinary file fails and leaves the file alone", {
+  spec_reset_on_exit()
   skip_if_upstream("[EXT] not an upstream guarantee")
   f <- tempfile("spec-ordinary")
   writeLines(c("precious", "data"), f)
