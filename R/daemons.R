@@ -365,6 +365,8 @@ local_daemons <- function(.compute, frame = parent.frame()) {
   prev <- .state$default_profile
   .state$default_profile <- .compute
   restore <- function() .state$default_profile <- prev
-  do.call(on.exit, list(as.call(list(restore)), add = TRUE), envir = frame)
+  # run before exit handlers registered earlier, so nested calls unwind
+  # in order
+  do.call(on.exit, list(as.call(list(restore)), add = TRUE, after = FALSE), envir = frame)
   invisible()
 }

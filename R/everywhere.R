@@ -31,6 +31,7 @@
 #' @export
 everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute, call = environment())
+  if (missing(.expr)) stop(.messages$missing_expression)
   profile <- .profile(.compute)
   call <- sys.call()
   globals <- .task_globals(list(...), call)

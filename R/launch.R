@@ -28,9 +28,10 @@
 #' value made for each compute profile when daemons are set. The proof is an
 #' HMAC-SHA256 of a random challenge from the host, so the secret never
 #' crosses the network. Local daemons receive it in their environment. The
-#' commands from `launch_remote()` carry it as `MIRAI_SECRET=... Rscript
-#' ...`, so anyone who can read them can connect a daemon: treat them like
-#' a password. Do not paste them into logs or shared documents, and prefer
+#' commands from `launch_remote()` print as the shell commands to run,
+#' `MIRAI_SECRET=... Rscript ...`, carrying it (while the profile is set),
+#' so anyone who can read them can connect a daemon: treat them like a
+#' password. Do not paste them into logs or shared documents, and prefer
 #' launching through [ssh_config()] or a scheduler over running them where
 #' other users can list your processes' command lines (the secret is
 #' visible in the shell command while it starts). A peer without the
@@ -79,21 +80,32 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     }
   }
   count <- if (is.list(args)) length(args) else n
-  secret <- attr(profile$host, "secret")
   calls <- vapply(seq_len(count), function(i) command(), character(1L))
-  cmds <- sprintf("%s -e %s", remote[["rscript"]], shQuote(calls))
+  cmds <- structure(sprintf("%s -e %s", remote[["rscript"]], shQuote(calls)),
+                    class = "miraiLaunchCmd")
   if (length(remote[["command"]])) {
-    for (i in seq_along(cmds)) {
-      .run_launch(remote, if (is.list(args)) args[[i]] else args,
-                  sprintf("MIRAI_SECRET=%s %s", secret, cmds[i]))
-    }
+    for (i in seq_along(cmds))
+      .run_launch(remote, if (is.list(args)) args[[i]] else args, .with_secret(cmds[i]))
   }
-  structure(sprintf("MIRAI_SECRET=%s %s", secret, cmds), class = "miraiLaunchCmd")
+  cmds
+}
+
+# A launch command as it must be run: with the secret of the host it dials
+# (found by its URL) in the daemon's environment.
+.with_secret <- function(cmd) {
+  url <- regmatches(cmd, regexec("mirai::daemon\\(\"([^\"]+)\"", cmd))[[1L]][2L]
+  for (name in names(..)) {
+    profile <- ..[[name]]
+    if (identical(profile$url, url) && !is.null(profile$host))
+      return(sprintf("MIRAI_SECRET=%s %s", attr(profile$host, "secret"), cmd))
+  }
+  cmd
 }
 
 #' @export
 print.miraiLaunchCmd <- function(x, ...) {
-  for (i in seq_along(x)) cat(sprintf("[%d]\n%s\n\n", i, x[i]), file = stdout())
+  for (i in seq_along(x)) cat(sprintf("[%d]\n%s\n\n", i, .with_secret(unclass(x)[i])),
+                              file = stdout())
   invisible(x)
 }
 

@@ -181,7 +181,9 @@ recorder_script <- function(stdin = FALSE) {
 # Keep cli from wrapping condition messages at the console width until
 # `frame` exits.
 spec_wide_cli <- function(frame = parent.frame()) {
-  op <- options(cli.width = 10000L)
+  # (testthat 3e turns cli's unicode off inside tests: the messages here
+  # are compared with the bullets users see)
+  op <- options(cli.width = 10000L, cli.unicode = TRUE)
   spec_defer(options(op), frame = frame)
 }
 
@@ -191,3 +193,7 @@ spec_wide_cli <- function(frame = parent.frame()) {
 spec_reset_on_exit <- function(profiles = "default", frame = parent.frame()) {
   spec_defer(for (p in profiles) try(daemons(0, .compute = p), silent = TRUE), frame = frame)
 }
+
+# A launch command without the host's secret in front ([EXT] SPEC 4.2: the
+# commands launch_remote() prints and runs carry it as MIRAI_SECRET=...).
+strip_secret <- function(x) sub("^MIRAI_SECRET=[^ ]+ ", "", x)

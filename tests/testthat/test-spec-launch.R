@@ -56,7 +56,10 @@ test_that("launch_remote() command text: dispatcher and direct forms, settings, 
   expect_type(cmds, "character")
   one <- sprintf("Rscript -e 'mirai::daemon(\"%s\",cleanup=FALSE,output=TRUE)'", url)
   expect_identical(unclass(cmds), c(one, one))
-  expect_identical(capture.output(print(cmds)), c("[1]", one, "", "[2]", one, ""))
+  # printed as the shell commands to run: with the host's secret ([EXT] 4.2)
+  printed <- capture.output(print(cmds))
+  expect_identical(strip_secret(printed), c("[1]", one, "", "[2]", one, ""))
+  expect_match(printed[2L], "^MIRAI_SECRET=[^ ]+ Rscript -e ")
   out <- NULL
   capture.output(out <- withVisible(print(cmds)))
   expect_false(out$visible)
@@ -113,8 +116,9 @@ test_that("commands are run: quote = TRUE replaces '.' with the shell-quoted com
   cfg <- ssh_config("ssh://user@example-host:2222", timeout = 7, command = rec$path)
   cmd <- launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
+  args <- readLines(rec$args)
   expect_identical(
-    readLines(rec$args),
+    c(args[1:5], strip_secret(args[6])),
     c("-o", "ConnectTimeout=7", "-fTp", "2222", "user@example-host", unclass(cmd))
   )
 })
@@ -126,7 +130,10 @@ test_that("commands are run: quote = FALSE puts the command in as is", {
   cmd <- launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
   # the shell splits the command text into its words
-  expect_identical(readLines(rec$args), c("first", "Rscript", "-e", sprintf("mirai::daemon(\"%s\")", nextget("url"))))
+  args <- readLines(rec$args)
+  # (the host's secret goes first, as an environment assignment: [EXT] 4.2)
+  expect_match(args[2L], "^MIRAI_SECRET=")
+  expect_identical(args[-2L], c("first", "Rscript", "-e", sprintf("mirai::daemon(\"%s\")", nextget("url"))))
 })
 
 test_that("commands are run: an ssh tunnel prefixes -R port:127.0.0.1:port", {
@@ -136,7 +143,7 @@ test_that("commands are run: an ssh tunnel prefixes -R port:127.0.0.1:port", {
   cfg <- ssh_config("ssh://tunnel-host", tunnel = TRUE, command = rec$path)
   launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
-  args <- readLines(rec$args)
+  args <- strip_secret(readLines(rec$args))
   expect_identical(args[1:8], c("-R", sprintf("%d:127.0.0.1:%d", port, port), "-o", "ConnectTimeout=10", "-fTp", "22", "tunnel-host",
                                  sprintf("Rscript -e 'mirai::daemon(\"%s\")'", nextget("url"))))
   daemons(0)
@@ -151,7 +158,8 @@ test_that("commands are run: cluster_config submits a here-document job script",
   cfg <- cluster_config(command = rec$path, options = "  #SBATCH --job-name=x\n\tmodule load R")
   cmd <- launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
-  expect_identical(readLines(rec$stdin), c("#!/bin/sh", "#SBATCH --job-name=x", "module load R", unclass(cmd)))
+  expect_identical(strip_secret(readLines(rec$stdin)),
+                   c("#!/bin/sh", "#SBATCH --job-name=x", "module load R", unclass(cmd)))
 })
 
 test_that("a configured command really launches daemons (and the commands are returned)", {

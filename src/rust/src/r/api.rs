@@ -60,6 +60,13 @@ extern "C" {
     pub fn Rf_allocVector3(t: SEXPTYPE, n: R_xlen_t, allocator: *mut RAllocator) -> SEXP;
     pub fn ALTREP(x: SEXP) -> c_int;
     pub fn R_gc();
+    pub fn R_MakeWeakRefC(
+        key: SEXP,
+        val: SEXP,
+        fin: Option<unsafe extern "C" fn(SEXP)>,
+        onexit: extendr_ffi::Rboolean,
+    ) -> SEXP;
+    pub fn R_WeakRefKey(w: SEXP) -> SEXP;
     pub fn Rf_eval(expr: SEXP, env: SEXP) -> SEXP;
     pub fn Rf_inherits(x: SEXP, class: *const c_char) -> extendr_ffi::Rboolean;
     pub fn Rf_lang2(f: SEXP, x: SEXP) -> SEXP;

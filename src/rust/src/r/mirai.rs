@@ -12,13 +12,17 @@
 //! binding to it, `value` is bound too, and the aio is dropped. A mirai the
 //! user let go of thus still releases its result as soon as it completes.
 //!
+//! An ephemeral mirai (no daemons set) is listed through a weak reference
+//! instead: when R collects it unresolved, its finalizer closes the
+//! ephemeral host, and the process running the task exits.
+//!
 //! The registry is only ever borrowed for moments that call no R function
 //! that can fail: every R allocation happens with it released, so an R
 //! error cannot leave it borrowed.
 
 use super::api::{
-    R_MakeActiveBinding, R_removeVarFromFrame, Rf_ScalarLogical, Rf_eval, Rf_lang2, Rf_mkChar,
-    Rf_mkString,
+    R_MakeActiveBinding, R_MakeWeakRefC, R_WeakRefKey, R_removeVarFromFrame,
+    Rf_ScalarLogical, Rf_eval, Rf_lang2, Rf_mkChar, Rf_mkString,
 };
 use super::unwind::{protect, RFailure};
 use crate::aio::{self, Aio, Outcome};
@@ -166,8 +170,9 @@ unsafe fn mirai_env(t: &Templates, id: i32) -> SEXP {
     env
 }
 
-/// A new, unresolved mirai around `aio` (returned unprotected).
-pub fn new_mirai(aio: Arc<Aio>) -> Result<SEXP, String> {
+/// A new, unresolved mirai around `aio` (returned unprotected); `weak`
+/// for an ephemeral one (see the module docs).
+pub fn new_mirai(aio: Arc<Aio>, weak: bool) -> Result<SEXP, String> {
     let t = templates().ok_or("mirai is not initialised (package not loaded?)")?;
     let id = aio.id as i32;
     // SAFETY: R's thread; objects are protected until placed in the
@@ -176,16 +181,49 @@ pub fn new_mirai(aio: Arc<Aio>) -> Result<SEXP, String> {
         let env = mirai_env(&t, id);
         let f = Rf_protect(Rf_eval(t.binding, env));
         R_MakeActiveBinding(sym(c"data"), f, env);
+        let listed = match weak {
+            true => R_MakeWeakRefC(
+                env,
+                Rf_ScalarInteger(id),
+                Some(forgotten),
+                extendr_ffi::Rboolean::FALSE,
+            ),
+            false => env,
+        };
+        Rf_protect(listed);
         let slot = free_slot();
         REGISTRY.with(|r| {
             let mut r = r.borrow_mut();
             let reg = r.as_mut().expect("initialised");
-            SET_VECTOR_ELT(reg.pending, slot as isize, env);
+            SET_VECTOR_ELT(reg.pending, slot as isize, listed);
             reg.aios.insert(id, aio.clone());
         });
         aio.set_slot(slot);
-        Rf_unprotect(2);
+        Rf_unprotect(3);
         Ok(env)
+    }
+}
+
+/// The finalizer of an ephemeral mirai collected by R while pending (R
+/// passes the mirai itself): its task is cancelled, which closes its host
+/// (so its process exits).
+unsafe extern "C" fn forgotten(mirai: SEXP) {
+    let Some(id) = id_of(mirai) else {
+        return;
+    };
+    let aio = REGISTRY.with(|r| r.borrow_mut().as_mut()?.aios.remove(&id));
+    if let Some(aio) = aio {
+        aio.cancel(codes::CANCELED);
+    }
+}
+
+/// The mirai a pending-list entry stands for: itself, or the key of an
+/// ephemeral mirai's weak reference (NULL once R has collected it).
+unsafe fn listed_mirai(entry: SEXP) -> SEXP {
+    if TYPEOF(entry) == SEXPTYPE::WEAKREFSXP {
+        R_WeakRefKey(entry)
+    } else {
+        entry
     }
 }
 
@@ -240,34 +278,54 @@ fn collect_one(slot: u32) {
         let r = r.borrow();
         let reg = r.as_ref()?;
         // SAFETY: R's thread; reads an element of the preserved list.
-        let env = unsafe { VECTOR_ELT(reg.pending, slot as isize) };
+        let entry = unsafe { VECTOR_ELT(reg.pending, slot as isize) };
         // SAFETY: as above.
-        let id = unsafe { id_of(env) }?;
-        Some((env, id, reg.aios.get(&id)?.clone(), reg.templates))
+        let env = unsafe { listed_mirai(entry) };
+        // SAFETY: as above.
+        let id = unsafe { id_of(env) };
+        Some((entry, env, id, reg.templates))
     });
-    let Some((env, id, aio, t)) = found else {
-        return; // already collected (queued twice)
+    let Some((entry, env, id, t)) = found else {
+        return;
+    };
+    let Some(id) = id else {
+        // SAFETY: R's thread; reads the type of a preserved object.
+        if unsafe { TYPEOF(entry) } == SEXPTYPE::WEAKREFSXP {
+            release_slot(slot, None); // an ephemeral mirai R has collected
+        }
+        return; // otherwise already collected (queued twice)
+    };
+    let Some(aio) = REGISTRY.with(|r| r.borrow().as_ref()?.aios.get(&id).cloned()) else {
+        return;
     };
     let outcome = aio.take();
     if matches!(outcome, Outcome::Pending | Outcome::Taken) {
         return; // a newer mirai in a reused slot
     }
-    // SAFETY: R's thread; `env` stays in the preserved pending list until
-    // its slot is cleared below, and `value` is protected meanwhile.
+    // SAFETY: R's thread; `env` and `value` are protected while R runs.
     unsafe {
+        Rf_protect(env);
         let value = Rf_protect(to_r(outcome, &t));
         R_removeVarFromFrame(sym(c"data"), env);
         Rf_defineVar(sym(c"data"), value, env);
         Rf_defineVar(sym(c"value"), value, env);
-        REGISTRY.with(|r| {
-            let mut r = r.borrow_mut();
-            let reg = r.as_mut().expect("initialised");
-            reg.aios.remove(&id);
-            SET_VECTOR_ELT(reg.pending, slot as isize, R_NilValue);
-            reg.free.push(slot);
-        });
-        Rf_unprotect(1);
+        release_slot(slot, Some(id));
+        Rf_unprotect(2);
     }
+}
+
+/// Forget a collected mirai: its aio, and its place in the pending list.
+fn release_slot(slot: u32, id: Option<i32>) {
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let reg = r.as_mut().expect("initialised");
+        if let Some(id) = id {
+            reg.aios.remove(&id);
+        }
+        // SAFETY: R's thread; clears an element of the preserved list.
+        unsafe { SET_VECTOR_ELT(reg.pending, slot as isize, R_NilValue) };
+        reg.free.push(slot);
+    });
 }
 
 /// The R value of a completed outcome (unprotected).

@@ -20,7 +20,7 @@ pub(super) fn host(h: &Robj) -> Result<&Arc<Host>> {
 }
 
 fn mirai_for(aio: Arc<crate::aio::Aio>) -> Result<Robj> {
-    Ok(robj(new_mirai(aio).map_err(r_error)?))
+    Ok(robj(new_mirai(aio, false).map_err(r_error)?))
 }
 
 fn failed(e: RFailure) -> Error {
@@ -138,7 +138,7 @@ fn ephemeral_submit(
         host.close(false);
         return Err(e);
     }
-    mirai_for(aio)
+    Ok(robj(new_mirai(aio, true).map_err(r_error)?))
 }
 
 /// `everywhere()`: `k` tasks keeping state. With dispatcher they go to
