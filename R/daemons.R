@@ -59,6 +59,11 @@
 #'   returning its password, so the password is not kept in a variable or
 #'   the history. Only encrypted PKCS#8 keys ('ENCRYPTED PRIVATE KEY') are
 #'   read.
+#' @param retry (dispatcher) a non-negative integer: a task whose daemon dies
+#'   or disconnects before returning its result is queued again, at the
+#'   head, up to `retry` times, and only then resolves to 'errorValue' 19.
+#'   [status()] then also gives `retries`, the number of tasks queued again.
+#'   An extension of this package.
 #' @param .compute character name of the compute profile (`NULL` for the
 #'   current profile, by default "default").
 #' @details With a secure URL and `tls = NULL`, the host makes a
@@ -83,8 +88,10 @@
 #' @export
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
-                    .compute = NULL) {
+                    retry = 0L, .compute = NULL) {
   name <- .profile_name(.compute)
+  if (!is.numeric(retry) || length(retry) != 1L || is.na(retry) || retry < 0)
+    stop("`retry` must be a non-negative integer")
   if (isTRUE(sync)) {
     .reset(name, exit = FALSE)
     stream <- .initial_stream(seed)
@@ -94,6 +101,8 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     return(invisible(.daemons_value(name)))
   }
   settings <- .daemon_settings(list(...))
+  if (retry > 0 && !isTRUE(dispatcher)) stop("`retry` requires dispatcher")
+  retry <- as.integer(retry)
   if (is.null(url)) {
     if (is.null(n)) return(invisible(.reset(name, exit = TRUE)))
     if (!is.numeric(n)) stop(.messages$numeric_n)
@@ -101,13 +110,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     if (is.na(n) || n < 0L) stop(.messages$n_zero)
     if (n == 0L) return(invisible(.reset(name, exit = FALSE)))
     if (.within_map()) stop(.messages$within_map)
-    profile <- .start(name, local_url(), dispatcher, memory, seed, settings, NULL, NULL, n)
+    profile <- .start(name, local_url(), dispatcher, memory, seed, settings, NULL, NULL, n, retry)
     .launch_local(profile, n, settings$dots, settings$tlscert)
     .sync_daemons(profile, n, dispatcher)
     return(invisible(.daemons_value(name)))
   }
   if (!is.character(url)) stop(sprintf("`url` must be of type character, not %s", typeof(url)))
-  profile <- .start(name, url[1L], dispatcher, memory, seed, settings, tls, pass, 1L)
+  profile <- .start(name, url[1L], dispatcher, memory, seed, settings, tls, pass, 1L, retry)
   if (length(remote)) {
     done <- FALSE
     on.exit(if (!done) .reset(name, exit = FALSE))
@@ -124,7 +133,7 @@ print.miraiDaemons <- function(x, ...) print(unclass(x))
 
 # Set up profile `name` listening at `url` (after resetting what it had):
 # its host, random-number streams and settings. Returns the profile.
-.start <- function(name, url, dispatcher, memory, seed, settings, tls, pass, n) {
+.start <- function(name, url, dispatcher, memory, seed, settings, tls, pass, n, retry) {
   memory <- .memory_budget(memory)
   tls <- .host_tls(tls, pass)
   .reset(name, exit = FALSE)
@@ -133,13 +142,14 @@ print.miraiDaemons <- function(x, ...) print(unclass(x))
   # daemons that outlive their host (autoexit = FALSE) can then serve a
   # new host at the same URL
   host <- .Call(wrap__host_listen, url, dispatcher, memory %||% 0, Sys.getenv("MIRAI_SECRET"),
-                tls$cert, tls$key, tls$pass, if (dispatcher) stream)
+                tls$cert, tls$key, tls$pass, if (dispatcher) stream, retry)
   profile <- .set_profile(name, n = n, url = .Call(wrap__host_url, host), sync = FALSE,
                           seed = seed, stream = stream, dots = settings$dots)
   profile$host <- host
   profile$dispatcher <- if (dispatcher) profile$url
   profile$memory <- if (dispatcher) memory
   profile$tls <- settings$tlscert %||% (if (!is.null(attr(host, "tlscert"))) c(attr(host, "tlscert"), ""))
+  profile$retry <- retry
   profile
 }
 
@@ -291,6 +301,7 @@ status <- function(.compute = NULL) {
     out$memory <- c(used = stats[6L], peak = stats[7L], capacity = stats[8L]) / 1e6
   }
   out$refused <- as.integer(stats[9L])
+  if (isTRUE(profile$retry > 0L)) out$retries <- as.integer(stats[10L])
   out
 }
 

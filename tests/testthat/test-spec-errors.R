@@ -200,6 +200,7 @@ test_that("predicates return a single logical and never error", {
 })
 
 test_that("[EXT] a result that cannot be unserialized on the host becomes a miraiError", {
+  skip_without_ecosystem()
   skip_if_upstream("[EXT] upstream warns and returns raw bytes (or an errorValue)")
   # the host's unserialization hook fails for this class
   cfg <- serial_config(

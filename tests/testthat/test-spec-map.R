@@ -234,7 +234,7 @@ test_that(".stop on an integer error value (cli form): the parent says which", {
   stop_mirai(mp[[1]])
   e <- catch_cnd(mp[.stop])
   expect_identical(e$location, 1L)
-  expect_s3_class(e$parent, c("simpleError", "error", "condition"), exact = TRUE)
+  expect_s3_class(e$parent, c("error", "condition"), exact = TRUE)
   expect_identical(conditionMessage(e),
                    "\u2139 In index: 1.\nCaused by error:\n! 20 | Operation canceled")
 })

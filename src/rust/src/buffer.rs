@@ -24,25 +24,21 @@ pub fn reserve(v: &mut Vec<u8>, n: usize) -> io::Result<()> {
 }
 
 /// Bytes R keeps in front of the data of a vector it makes from memory we
-/// give it, for short and for long vectors (more than 2^31 - 1 elements,
-/// whose header holds 64-bit lengths). Measured by the R side at start-up.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct VectorLayout {
-    pub short: usize,
-    pub long: usize,
+/// give it. Measured by the R side at start-up.
+static HEADER: OnceLock<usize> = OnceLock::new();
+
+/// Record R's header size (once; later calls are ignored).
+pub fn set_vector_header(bytes: usize) {
+    let _ = HEADER.set(bytes);
 }
 
-static LAYOUT: OnceLock<VectorLayout> = OnceLock::new();
-
-/// Record the layout (once; later calls are ignored).
-pub fn set_vector_layout(layout: VectorLayout) {
-    let _ = LAYOUT.set(layout);
-}
-
-/// Elements above which R makes a long vector.
+/// Elements above which R makes a long vector. R cannot adopt memory for
+/// those (its custom allocator leaves no room for their longer header), so
+/// their buffers are plain memory that the R side copies.
 const SHORT_LEN_MAX: u64 = i32::MAX as u64;
 
-/// Memory for the data of one vector, with room in front for R's header.
+/// Memory for the data of one vector, with room in front for R's header
+/// when R can adopt it.
 pub struct VectorBuffer {
     block: *mut u8,
     offset: usize,
@@ -65,14 +61,10 @@ fn round8(n: usize) -> Option<usize> {
 
 impl VectorBuffer {
     /// A buffer for `data_len` bytes of data of an `elements`-long vector,
-    /// or `None` if the layout is not known or memory is short.
+    /// or `None` if R's header size is not known or memory is short.
     pub fn new(data_len: usize, elements: u64) -> Option<VectorBuffer> {
-        let layout = LAYOUT.get()?;
-        let offset = if elements > SHORT_LEN_MAX {
-            layout.long
-        } else {
-            layout.short
-        };
+        let header = *HEADER.get()?;
+        let offset = if elements > SHORT_LEN_MAX { 0 } else { header };
         let size = offset.checked_add(round8(data_len)?)?;
         // SAFETY: malloc with a non-zero size; a null return is handled.
         let block = unsafe { libc::malloc(size.max(1)) } as *mut u8;
@@ -95,6 +87,16 @@ impl VectorBuffer {
 
     pub fn data_len(&self) -> usize {
         self.data_len
+    }
+
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: as in `data_mut`.
+        unsafe { std::slice::from_raw_parts(self.block.add(self.offset), self.data_len) }
+    }
+
+    /// Whether R can take over this block as a vector's memory.
+    pub fn adoptable(&self) -> bool {
+        self.offset > 0
     }
 
     /// The size a custom allocator is asked for when R adopts this block.

@@ -28,6 +28,8 @@ pub(super) struct Running {
     pub aio: Arc<Aio>,
     pub frame: SharedFrame,
     pub group: Option<usize>,
+    /// Times it was lost with a daemon before (`retry`).
+    pub attempts: u32,
 }
 
 /// One `everywhere()` call.
@@ -61,6 +63,7 @@ impl State {
             task,
             group,
             counted: false,
+            attempts: 0,
         });
         self.dispatch();
         if let Some(q) = self.queue.back_mut() {
@@ -133,7 +136,7 @@ impl State {
             }
             let q = self.queue.pop_front().expect("front exists");
             self.forget_queued(&q);
-            self.run(conn, q.task, q.group);
+            self.run(conn, q);
             return true;
         }
         let link = self.links.get_mut(&conn).expect("checked above");
@@ -145,7 +148,13 @@ impl State {
     }
 
     /// Send a counted task to a daemon.
-    fn run(&mut self, conn: u64, task: Task, group: Option<usize>) {
+    fn run(&mut self, conn: u64, q: Queued) {
+        let Queued {
+            task,
+            group,
+            attempts,
+            ..
+        } = q;
         let frame = Arc::new(task.frame);
         self.executing.insert(
             task.aio.id,
@@ -154,6 +163,7 @@ impl State {
                 aio: task.aio.clone(),
                 frame: frame.clone(),
                 group,
+                attempts,
             },
         );
         let link = self.links.get_mut(&conn).expect("caller checked");
@@ -259,22 +269,31 @@ impl State {
             if !running.aio.is_pending() {
                 continue; // cancelled meanwhile
             }
-            if let Some(b) = running.group {
-                if let Some(bc) = self.broadcasts.get_mut(b) {
-                    bc.untaken += 1;
-                }
-            }
-            let frame = Arc::unwrap_or_clone(running.frame);
-            self.budget.add(frame.len());
-            self.queue.push_front(Queued {
-                task: Task {
-                    aio: running.aio,
-                    frame,
-                },
-                group: running.group,
-                counted: true,
-            });
+            let attempts = running.attempts;
+            self.requeue(running, attempts);
         }
         self.dispatch();
+    }
+
+    /// Put a task taken by a daemon back at the head of the queue (the
+    /// daemon left without starting it, or died with it and it has
+    /// attempts left).
+    pub(super) fn requeue(&mut self, running: Running, attempts: u32) {
+        if let Some(b) = running.group {
+            if let Some(bc) = self.broadcasts.get_mut(b) {
+                bc.untaken += 1;
+            }
+        }
+        let frame = Arc::unwrap_or_clone(running.frame);
+        self.budget.add(frame.len());
+        self.queue.push_front(Queued {
+            task: Task {
+                aio: running.aio,
+                frame,
+            },
+            group: running.group,
+            counted: true,
+            attempts,
+        });
     }
 }

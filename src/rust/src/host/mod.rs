@@ -51,6 +51,10 @@ pub struct HostConfig {
     /// Dispatcher: the stream S0 from which each connecting daemon's
     /// random-number stream follows (the k-th daemon gets the k-th next).
     pub stream: Option<Stream>,
+    /// Dispatcher: how many times a task whose daemon dies before
+    /// answering is queued again (at the head) before it resolves to
+    /// errorValue 19.
+    pub retry: u32,
 }
 
 pub struct Host {
@@ -86,6 +90,7 @@ pub struct HostStats {
     pub memory_used: u64,
     pub memory_peak: u64,
     pub memory_limit: Option<u64>,
+    pub retries: u64,
 }
 
 impl Host {
@@ -98,9 +103,10 @@ impl Host {
             .map_err(|e| TransportError::io(&e))?;
         let memory_limit = config.memory_limit.filter(|_| config.dispatcher);
         let stream = config.stream.filter(|_| config.dispatcher);
+        let retry = if config.dispatcher { config.retry } else { 0 };
         let host = Arc::new(Host {
             url: bound.to_string(),
-            state: Mutex::new(State::new(config.dispatcher, memory_limit, stream)),
+            state: Mutex::new(State::new(config.dispatcher, memory_limit, stream, retry)),
             config,
             links_changed: Condvar::new(),
             space: Condvar::new(),
@@ -225,6 +231,7 @@ impl Host {
             memory_used: st.budget.used,
             memory_peak: st.budget.peak,
             memory_limit: st.budget.limit,
+            retries: st.retries,
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) struct Queued {
     pub group: Option<usize>,
     /// Its bytes count against the memory budget.
     pub counted: bool,
+    /// Times it was lost with a daemon and queued again (`retry`).
+    pub attempts: u32,
 }
 
 #[derive(Default)]
@@ -62,13 +64,23 @@ pub struct State {
     pub closed: bool,
     /// Dispatcher: the random-number stream given to the last daemon.
     pub(super) stream: Option<Stream>,
+    /// Dispatcher: how many times a task lost with its daemon is queued
+    /// again before it resolves to errorValue 19.
+    pub(super) retry: u32,
+    /// Tasks queued again after their daemon died.
+    pub retries: u64,
 }
 
 /// Compact the queue once this many cancelled tasks make up half of it.
 const COMPACT_AFTER: usize = 1024;
 
 impl State {
-    pub fn new(dispatcher: bool, memory_limit: Option<u64>, stream: Option<Stream>) -> State {
+    pub fn new(
+        dispatcher: bool,
+        memory_limit: Option<u64>,
+        stream: Option<Stream>,
+        retry: u32,
+    ) -> State {
         State {
             dispatcher,
             budget: Budget {
@@ -76,6 +88,7 @@ impl State {
                 ..Budget::default()
             },
             stream,
+            retry,
             ..State::default()
         }
     }
@@ -97,7 +110,9 @@ impl State {
         conn
     }
 
-    /// A daemon has gone: returns its unfinished tasks.
+    /// A daemon has gone: returns its unfinished tasks, for the caller to
+    /// resolve (with dispatcher and `retry`, its counted task is queued
+    /// again instead, while it has attempts left).
     pub fn remove_link(&mut self, conn: u64) -> Vec<Arc<Aio>> {
         let Some(link) = self.links.remove(&conn) else {
             return Vec::new();
@@ -105,10 +120,21 @@ impl State {
         if let Some(i) = self.order.iter().position(|&c| c == conn) {
             self.order.remove(i);
         }
-        for id in link.inflight.keys() {
-            self.executing.remove(&(*id as u32));
+        let mut lost = Vec::new();
+        for (id, aio) in link.inflight {
+            match self.executing.remove(&(id as u32)) {
+                Some(running) if running.attempts < self.retry && aio.is_pending() => {
+                    self.retries += 1;
+                    let attempts = running.attempts + 1;
+                    self.requeue(running, attempts);
+                }
+                _ => lost.push(aio),
+            }
         }
-        link.inflight.into_values().collect()
+        if self.dispatcher {
+            self.dispatch();
+        }
+        lost
     }
 
     /// Queue or send a task; hands it back if the host is closed.
@@ -127,6 +153,7 @@ impl State {
                     task,
                     group,
                     counted: false,
+                    attempts: 0,
                 });
             } else {
                 self.deal(task);

@@ -44,8 +44,9 @@ fn host_tls(url: &str, cert: &str, key: &str, pass: Option<&str>) -> Result<Opti
 }
 
 /// Listen at `url`. With `dispatcher`, `memory_mb` (> 0 and finite)
-/// bounds queued payloads and daemons get random-number streams following
-/// `stream` (a `.Random.seed`, or NULL). Daemons must prove they know
+/// bounds queued payloads, daemons get random-number streams following
+/// `stream` (a `.Random.seed`, or NULL), and a task lost with its daemon
+/// is queued again up to `retry` times. Daemons must prove they know
 /// `secret`, or a fresh random one if it is empty (the handle's "secret"
 /// attribute). A secure URL uses the PEM certificate chain and key given
 /// (the key decrypted with `tls_pass` unless NULL), or with none given,
@@ -62,6 +63,7 @@ fn host_listen(
     tls_key: &str,
     tls_pass: Robj,
     stream: Robj,
+    retry: i32,
 ) -> Result<Robj> {
     not_forked()?;
     let memory_limit =
@@ -82,6 +84,7 @@ fn host_listen(
         secret: Some(secret.clone().into_bytes()),
         tls: tls.as_ref().map(|t| t.config.clone()),
         stream,
+        retry: retry.max(0) as u32,
     };
     let h = Host::listen_with(url, config).map_err(r_error)?;
     let mut handle = robj(new_handle(Arc::new(HostHandle(h))));
@@ -99,7 +102,8 @@ fn host_url(h: Robj) -> Result<String> {
 }
 
 /// c(connections, cumulative, awaiting, executing, completed, memory used,
-/// peak and limit in bytes (NA when unbounded), refused peers), as doubles.
+/// peak and limit in bytes (NA when unbounded), refused peers, retried
+/// tasks), as doubles.
 #[extendr]
 fn host_stats(h: Robj) -> Result<Robj> {
     let s = host(&h)?.stats();
@@ -120,6 +124,7 @@ fn host_stats(h: Robj) -> Result<Robj> {
             .map_or(Rfloat::na(), |l| Rfloat::from(l as f64)),
     );
     out.push(Rfloat::from(s.refused as f64));
+    out.push(Rfloat::from(s.retries as f64));
     Ok(r!(out))
 }
 

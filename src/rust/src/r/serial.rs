@@ -5,7 +5,7 @@
 //! run on R's main thread.
 
 use super::api::{R_InitInPStream, R_InitOutPStream};
-use super::unwind::{protect, RFailure};
+use super::unwind::{protect, protect_strict, RFailure};
 use extendr_ffi::{
     R_NilValue, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t, R_outpstream_st,
     R_outpstream_t, R_pstream_format_t, Rf_error, Rf_xlength, SEXP, SEXPTYPE, TYPEOF, VECTOR_ELT,
@@ -146,17 +146,32 @@ pub fn with_scratch<E>(fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Resu
 
 /// Rebuild the R object serialized in `bytes`. Malformed input, or an
 /// object needing a package that is not installed here, gives an error
-/// message, never a crash. The result is unprotected: protect it before
-/// the next allocation.
+/// message, never a crash: R itself would replace a missing package's
+/// namespace by the global environment (warning only when told to) and
+/// return a wrong object. Other warnings are let through (the data is read
+/// again, with namespaces already loaded). The result is unprotected:
+/// protect it before the next allocation.
 pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
     if bytes.is_empty() {
         return Err(RFailure::Error("no data".into()));
     }
+    let strict = {
+        let _report = ReportMissingNamespaces::on();
+        read(bytes, true)
+    };
+    match strict {
+        Err(RFailure::Warning(w)) if w.contains("is not available") => Err(RFailure::Error(w)),
+        Err(RFailure::Warning(_)) => read(bytes, false),
+        other => other,
+    }
+}
+
+fn read(bytes: &[u8], strict: bool) -> Result<SEXP, RFailure> {
     let mut reader = Reader { bytes, pos: 0 };
     let data = &mut reader as *mut Reader as *mut c_void;
     // SAFETY: R's thread; the stream lives on this frame and reads from
     // `reader` through `data` until R_Unserialize returns or unwinds.
-    protect(|| unsafe {
+    let body = || unsafe {
         let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
         R_InitInPStream(
             stream.as_mut_ptr(),
@@ -168,5 +183,40 @@ pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
             R_NilValue,
         );
         R_Unserialize(stream.as_mut_ptr())
-    })
+    };
+    match strict {
+        true => protect_strict(body),
+        false => protect(body),
+    }
+}
+
+/// Asks R to warn when unserialization replaces a namespace it cannot load
+/// (R's `_R_NO_REPORT_MISSING_NAMESPACES_`), unless the user has set that
+/// variable; put back as it was when dropped.
+struct ReportMissingNamespaces(bool);
+
+const REPORT_VAR: &std::ffi::CStr = c"_R_NO_REPORT_MISSING_NAMESPACES_";
+
+impl ReportMissingNamespaces {
+    fn on() -> ReportMissingNamespaces {
+        // SAFETY: R's thread, which is where R reads its environment; the
+        // variable names and values are C strings. (R code does the same
+        // with Sys.setenv() while other threads run.)
+        unsafe {
+            if !libc::getenv(REPORT_VAR.as_ptr()).is_null() {
+                return ReportMissingNamespaces(false);
+            }
+            libc::setenv(REPORT_VAR.as_ptr(), c"false".as_ptr(), 0);
+        }
+        ReportMissingNamespaces(true)
+    }
+}
+
+impl Drop for ReportMissingNamespaces {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: as in `on`.
+            unsafe { libc::unsetenv(REPORT_VAR.as_ptr()) };
+        }
+    }
 }

@@ -49,8 +49,8 @@ fn init_mirai(binding: Robj, make_error: Robj) {
 /// send it); returns the mirai.
 #[extendr]
 fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64) -> Result<Robj> {
-    super::mirai::collect();
     not_forked()?;
+    super::mirai::collect();
     let host = host(&h)?;
     let aio = host.new_aio();
     // SAFETY: `payload` is protected by extendr for this call.
@@ -108,8 +108,8 @@ fn ephemeral_submit(
     program: &str,
     args: Vec<String>,
 ) -> Result<Robj> {
-    super::mirai::collect();
     not_forked()?;
+    super::mirai::collect();
     let secret = crate::host::new_secret().map_err(r_error)?;
     let config = HostConfig {
         ephemeral: true,
@@ -147,8 +147,8 @@ fn ephemeral_submit(
 /// serialized payload is shared by all. Returns the list of mirai.
 #[extendr]
 fn host_everywhere(h: Robj, payload: Robj, k: i32) -> Result<Robj> {
-    super::mirai::collect();
     not_forked()?;
+    super::mirai::collect();
     let host = host(&h)?;
     let mut body = Vec::new();
     // SAFETY: `payload` is protected by extendr for this call.

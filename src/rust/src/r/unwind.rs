@@ -24,6 +24,8 @@ use std::os::raw::c_void;
 pub enum RFailure {
     /// An R error, with its message.
     Error(String),
+    /// A warning, with its message (only from [`protect_strict`]).
+    Warning(String),
     /// A user interrupt (Ctrl-C).
     Interrupt,
     /// A Rust panic in the body.
@@ -33,7 +35,7 @@ pub enum RFailure {
 impl std::fmt::Display for RFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RFailure::Error(m) => f.write_str(m),
+            RFailure::Error(m) | RFailure::Warning(m) => f.write_str(m),
             RFailure::Interrupt => f.write_str("interrupted"),
             RFailure::Panic => f.write_str("internal error (a panic in mirai's core)"),
         }
@@ -41,18 +43,25 @@ impl std::fmt::Display for RFailure {
 }
 
 thread_local! {
-    /// c("error", "interrupt"), made once (R's thread only).
+    /// c("error", "interrupt"), and with "warning", made once (R's thread
+    /// only).
     static CONDS: Cell<SEXP> = const { Cell::new(std::ptr::null_mut()) };
+    static CONDS_STRICT: Cell<SEXP> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-fn conditions() -> SEXP {
-    CONDS.with(|c| {
+fn conditions(strict: bool) -> SEXP {
+    let classes: &[&str] = match strict {
+        false => &["error", "interrupt"],
+        true => &["error", "interrupt", "warning"],
+    };
+    let cell = if strict { &CONDS_STRICT } else { &CONDS };
+    cell.with(|c| {
         if c.get().is_null() {
             // SAFETY: R's thread; the vector is preserved for the session
             // before anything else can allocate.
             unsafe {
-                let v = Rf_protect(Rf_allocVector(SEXPTYPE::STRSXP, 2));
-                for (i, class) in ["error", "interrupt"].iter().enumerate() {
+                let v = Rf_protect(Rf_allocVector(SEXPTYPE::STRSXP, classes.len() as isize));
+                for (i, class) in classes.iter().enumerate() {
                     let s = Rf_mkCharLenCE(
                         class.as_ptr() as *const _,
                         class.len() as i32,
@@ -90,13 +99,14 @@ unsafe extern "C" fn run_body<F: FnOnce() -> SEXP>(data: *mut c_void) -> SEXP {
 unsafe extern "C" fn on_condition<F>(cond: SEXP, data: *mut c_void) -> SEXP {
     // SAFETY: as in `run_body`; `cond` is the condition R caught.
     let call = &mut *(data as *mut Call<F>);
-    call.failure = Some(
-        if Rf_inherits(cond, c"interrupt".as_ptr()) != Rboolean::FALSE {
-            RFailure::Interrupt
-        } else {
-            RFailure::Error(condition_message(cond))
-        },
-    );
+    let is = |class: &std::ffi::CStr| Rf_inherits(cond, class.as_ptr()) != Rboolean::FALSE;
+    call.failure = Some(if is(c"interrupt") {
+        RFailure::Interrupt
+    } else if is(c"warning") {
+        RFailure::Warning(condition_message(cond))
+    } else {
+        RFailure::Error(condition_message(cond))
+    });
     R_NilValue
 }
 
@@ -123,6 +133,15 @@ pub unsafe fn condition_message(cond: SEXP) -> String {
 /// Run `body` (which calls R) so that an R error or interrupt inside it
 /// comes back as an `Err`. The result is unprotected. R's thread only.
 pub fn protect<F: FnOnce() -> SEXP>(body: F) -> Result<SEXP, RFailure> {
+    run(body, false)
+}
+
+/// As [`protect`], but a warning also stops `body` and comes back.
+pub fn protect_strict<F: FnOnce() -> SEXP>(body: F) -> Result<SEXP, RFailure> {
+    run(body, true)
+}
+
+fn run<F: FnOnce() -> SEXP>(body: F, strict: bool) -> Result<SEXP, RFailure> {
     let mut call = Call {
         body: Some(body),
         failure: None,
@@ -134,7 +153,7 @@ pub fn protect<F: FnOnce() -> SEXP>(body: F) -> Result<SEXP, RFailure> {
         R_tryCatch(
             Some(run_body::<F>),
             data,
-            conditions(),
+            conditions(strict),
             Some(on_condition::<F>),
             data,
             None,

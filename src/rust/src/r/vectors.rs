@@ -10,20 +10,19 @@
 //! keeps their compact form.
 //!
 //! R keeps a header in front of a custom-allocated vector's data. Its size
-//! is measured once, at start-up, with a probe allocation; a long vector's
-//! header holds two more 64-bit lengths.
+//! is measured once, at start-up, with a probe allocation. Long vectors
+//! (over 2^31 - 1 elements) cannot be adopted that way (R's allocator asks
+//! for no room for their longer header): their data is copied into a
+//! vector R allocates itself.
 
 use super::api::{RAllocator, Rf_allocVector3, ALTREP, ATTRIB};
-use crate::buffer::{set_vector_layout, VectorBuffer, VectorLayout};
+use crate::buffer::{set_vector_header, VectorBuffer};
 use crate::protocol::VectorType;
 use extendr_ffi::{
     R_NilValue, R_xlen_t, Rf_protect, Rf_unprotect, Rf_xlength, COMPLEX, INTEGER, LOGICAL, RAW,
     REAL, SEXP, SEXPTYPE, TYPEOF,
 };
 use std::os::raw::c_void;
-
-/// Extra header bytes of a long vector: its length and true length.
-const LONG_HEADER_EXTRA: usize = 2 * std::mem::size_of::<R_xlen_t>();
 
 fn vector_type(t: SEXPTYPE) -> Option<VectorType> {
     Some(match t {
@@ -100,10 +99,7 @@ pub fn measure_layout() {
         let offset = (REAL(x) as usize).wrapping_sub(a.data as usize);
         Rf_unprotect(1);
         if offset > 0 && offset < 1024 && offset.is_multiple_of(8) {
-            set_vector_layout(VectorLayout {
-                short: offset,
-                long: offset + LONG_HEADER_EXTRA,
-            });
+            set_vector_header(offset);
         }
     }
 }
@@ -124,6 +120,9 @@ unsafe extern "C" fn hand_over(a: *mut RAllocator, size: usize) -> *mut c_void {
 /// if R would not take the block (then it is freed here).
 pub fn into_r_vector(buf: VectorBuffer, t: VectorType) -> Option<SEXP> {
     let n = buf.data_len() / t.element_size();
+    if !buf.adoptable() {
+        return copy_into_r_vector(&buf, t, n);
+    }
     let mut a = RAllocator {
         mem_alloc: hand_over,
         mem_free: release,
@@ -139,5 +138,29 @@ pub fn into_r_vector(buf: VectorBuffer, t: VectorType) -> Option<SEXP> {
     .ok()?;
     // R now owns the block
     let _ = buf.into_block();
+    Some(x)
+}
+
+/// An R vector of type `t` and length `n` holding a copy of `buf`'s data
+/// (unprotected); `None` if R cannot allocate it.
+fn copy_into_r_vector(buf: &VectorBuffer, t: VectorType, n: usize) -> Option<SEXP> {
+    let x = super::unwind::protect(|| {
+        // SAFETY: R's thread.
+        unsafe { extendr_ffi::Rf_allocVector(sexptype(t), n as R_xlen_t) }
+    })
+    .ok()?;
+    // SAFETY: `x` is a fresh, non-ALTREP vector of `n` elements of `t`,
+    // whose data is exactly `buf.data_len()` bytes; nothing allocates
+    // before the caller protects it.
+    unsafe {
+        let p: *mut u8 = match t {
+            VectorType::Logical => LOGICAL(x) as *mut u8,
+            VectorType::Integer => INTEGER(x) as *mut u8,
+            VectorType::Double => REAL(x) as *mut u8,
+            VectorType::Complex => COMPLEX(x) as *mut u8,
+            VectorType::Raw => RAW(x) as *mut u8,
+        };
+        std::ptr::copy_nonoverlapping(buf.data().as_ptr(), p, buf.data_len());
+    }
     Some(x)
 }

@@ -139,8 +139,8 @@ fn aio_count_resolved(list: Robj) -> i32 {
 #[extendr]
 fn aio_race(list: Robj, is_mirai: Robj) -> Result<i32> {
     let is_mirai = is_mirai.as_logical_slice().unwrap_or(&[]);
-    collect();
     not_forked()?;
+    collect();
     // SAFETY: protected by extendr for this call.
     let items = elements(unsafe { list.get() });
     let watcher = Arc::new(Watcher::default());
