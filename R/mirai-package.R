@@ -7,8 +7,10 @@
 #' scheduling and serialization live in a Rust core.
 #'
 #' @useDynLib mirai, .registration = TRUE
+#' @docType package
+#' @name mirai-package
 #' @keywords internal
-"_PACKAGE"
+NULL
 
 # Compute profiles, by name; and package state.
 .. <- new.env(hash = TRUE, parent = emptyenv())

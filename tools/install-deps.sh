@@ -8,7 +8,7 @@
 set -euo pipefail
 PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       r-cran-knitr r-cran-rmarkdown r-cran-future r-cran-processx xz-utils
-      openssh-server openssh-client iproute2 openssl"
+      openssh-server openssh-client iproute2 openssl pandoc"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

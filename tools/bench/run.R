@@ -9,6 +9,9 @@
 # --only=...       scenarios to run, from: roundtrip,rtdisp,tasks,map,bigvec,
 #                  drain,memory,tlsrt,tlsbig
 # --csv=FILE     also write the final table as CSV
+# --scale          also run the core's scale test (2,000 simulated daemons,
+#                  1,000,000 queued tasks: cargo test --ignored), printing
+#                  its figures
 #
 # See README.md in this directory for what each scenario measures.
 
@@ -250,7 +253,26 @@ main <- function() {
               as.numeric(Sys.time() - t0, units = "secs")))
   print_table(tab)
   if (!is.na(opts$csv)) utils::write.csv(tab, opts$csv, row.names = FALSE)
+  if ("--scale" %in% commandArgs(trailingOnly = TRUE)) run_scale_test()
   invisible(tab)
+}
+
+# The dispatcher's scale test, a cargo test kept out of the default run
+# (see src/rust/tests/dispatcher.rs): thousands of simulated daemons and a
+# million queued tasks, with its own memory and thread figures.
+run_scale_test <- function() {
+  rust <- normalizePath(file.path(this_dir(), "..", "..", "src", "rust"))
+  vendor <- file.path(rust, "vendor")
+  if (!dir.exists(vendor))
+    stop("unpack src/rust/vendor.tar.xz first (R CMD INSTALL . does)", call. = FALSE)
+  r_home <- R.home()
+  env <- c(sprintf("R_HOME=%s", r_home), sprintf("LD_LIBRARY_PATH=%s/lib", r_home))
+  args <- c("test", "--release", "--offline", "--manifest-path", file.path(rust, "Cargo.toml"),
+            "--config", shQuote("source.crates-io.replace-with=\"vendored-sources\""),
+            "--config", shQuote(sprintf("source.vendored-sources.directory=\"%s\"", vendor)),
+            "--test", "dispatcher", "--", "--ignored", "--nocapture", "scale")
+  cat("\nScale test (cargo test --ignored scale):\n")
+  system2("cargo", args, env = env)
 }
 
 main()

@@ -155,14 +155,15 @@ mod tests {
 
     #[test]
     fn vector_buffers_leave_room_for_the_header() {
-        set_vector_layout(VectorLayout {
-            short: 48,
-            long: 64,
-        });
-        let layout = *LAYOUT.get().unwrap();
+        set_vector_header(48);
+        let header = *HEADER.get().unwrap();
         let mut b = VectorBuffer::new(10, 10).unwrap();
         assert_eq!(b.data_mut().len(), 10);
-        assert_eq!(b.block_size(), layout.short + 16);
+        assert_eq!(b.block_size(), header + 16);
+        assert!(b.adoptable());
+        // a long vector's buffer is plain memory, for R to copy
+        let long = VectorBuffer::new(16, (i32::MAX as u64) + 1).unwrap();
+        assert!(!long.adoptable());
         assert!(VectorBuffer::new(usize::MAX - 4, 1).is_none());
     }
 }

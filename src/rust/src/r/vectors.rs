@@ -158,7 +158,7 @@ fn copy_into_r_vector(buf: &VectorBuffer, t: VectorType, n: usize) -> Option<SEX
             VectorType::Integer => INTEGER(x) as *mut u8,
             VectorType::Double => REAL(x) as *mut u8,
             VectorType::Complex => COMPLEX(x) as *mut u8,
-            VectorType::Raw => RAW(x) as *mut u8,
+            VectorType::Raw => RAW(x),
         };
         std::ptr::copy_nonoverlapping(buf.data().as_ptr(), p, buf.data_len());
     }
