@@ -33,13 +33,7 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute, call = environment())
   if (missing(.expr)) stop(.messages$missing_expression)
   profile <- .profile(.compute)
-  call <- sys.call()
-  globals <- .task_globals(list(...), call)
-  args <- .task_args(.args, call)
-  expr <- substitute(.expr)
-  if (is.symbol(expr) && exists(as.character(expr), envir = parent.frame()) && is.language(.expr))
-    expr <- .expr
-  payload <- .payload(expr, globals, args)
+  payload <- .task(substitute(.expr), list(...), .args, sys.call(), parent.frame(), environment())
   if (profile$sync)
     return(invisible(structure(list(.sync_mirai(profile, payload, .flag_keep_state)),
                                class = "mirai_map")))

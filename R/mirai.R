@@ -56,26 +56,29 @@
 #' @export
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop(.messages$missing_expression)
-  expr <- substitute(.expr)
-  call <- sys.call()
-  globals <- .task_globals(list(...), call)
-  args <- .task_args(.args, call)
-  if (is.symbol(expr) && exists(as.character(expr), envir = parent.frame()) && is.language(.expr))
-    expr <- .expr
-  invisible(.submit(.payload(expr, globals, args), .timeout, .compute, call))
+  payload <- .task(substitute(.expr), list(...), .args, sys.call(), parent.frame(), environment())
+  invisible(.submit(payload, .timeout, .compute, sys.call()))
 }
 
 #' @rdname mirai
 #' @export
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop(.messages$missing_expression)
-  expr <- substitute(.expr)
-  call <- sys.call()
-  globals <- .task_globals(list(...), call)
-  args <- .task_args(.args, call)
-  if (is.symbol(expr) && exists(as.character(expr), envir = parent.frame()) && is.language(.expr))
-    expr <- .expr
-  invisible(.submit(.payload(expr, globals, args), .timeout, .compute, call, try = TRUE))
+  payload <- .task(substitute(.expr), list(...), .args, sys.call(), parent.frame(), environment())
+  invisible(.submit(payload, .timeout, .compute, sys.call(), try = TRUE))
+}
+
+# The payload of a task from the arguments of mirai() (or try_mirai(),
+# everywhere()): `expr` is its unevaluated `.expr`, except that a symbol
+# bound (from `caller`) to a language object stands for that object, read
+# as `.expr` in the function's own `frame`. Errors carry `call`.
+.task <- function(expr, dots, args, call, caller, frame) {
+  globals <- .task_globals(dots, call)
+  args <- .task_args(args, call)
+  if (is.symbol(expr) && exists(as.character(expr), envir = caller) &&
+      is.language(value <- get(".expr", envir = frame)))
+    expr <- value
+  .payload(expr, globals, args)
 }
 
 # The objects of `...` (already evaluated) that go to the daemon's global
