@@ -45,7 +45,8 @@ pub struct VectorBuffer {
     data_len: usize,
 }
 
-// The block is plain memory, owned by whichever thread holds the buffer.
+// SAFETY: the block is plain memory, owned by whichever thread holds the
+// buffer.
 unsafe impl Send for VectorBuffer {}
 
 impl std::fmt::Debug for VectorBuffer {

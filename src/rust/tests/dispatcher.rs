@@ -118,11 +118,16 @@ struct Got {
 impl Sim {
     /// Connect and complete the handshake like a daemon would.
     fn connect(url: &str) -> Sim {
+        Sim::connect_welcomed(url).0
+    }
+
+    /// Connect, and what the host's WELCOME said.
+    fn connect_welcomed(url: &str) -> (Sim, Welcome) {
         let url = Url::parse(url).unwrap();
         let s = dial_sync(&url, Duration::from_secs(10), None).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        join(&s);
-        Sim { s }
+        let welcome = join(&s);
+        (Sim { s }, welcome)
     }
 
     /// Connect and wait until the host counts this daemon (`n` in all).
@@ -185,6 +190,7 @@ impl Sim {
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: one valid pollfd, for the duration of the call.
         let n = unsafe { libc::poll(&mut p, 1, ms) };
         assert!(n >= 0, "poll failed");
         n == 0
@@ -614,6 +620,107 @@ fn broadcast_group_waits_for_daemons_to_connect() {
     host.close(false);
 }
 
+/// 6d. A broadcast's payload is one allocation shared by the frames of
+///     every daemon, not a copy each.
+#[test]
+fn broadcast_frames_share_one_payload() {
+    let _g = serial();
+    let host = dispatcher("tcp://127.0.0.1:0", None);
+    let payload: Arc<[u8]> = Arc::from(vec![9u8; 100_000]);
+    let aios = host.broadcast(payload.clone(), 3);
+    assert_eq!(aios.len(), 3);
+    // ours, the broadcast's record, and one per queued frame
+    assert_eq!(Arc::strong_count(&payload), 2 + 3);
+    let daemons: Vec<Sim> = (1..=3).map(|n| Sim::join(&host, n)).collect();
+    for d in &daemons {
+        let got = d.recv_task();
+        assert_eq!(got.payload.len(), 100_000);
+        d.answer(got.id, b"ok");
+    }
+    for a in &aios {
+        wait(a);
+    }
+    host.close(false);
+}
+
+/// 6e. With a stream S0, the k-th daemon to connect is given N^k(S0) in
+///     its WELCOME (a dispatcher's random-number streams); without a
+///     dispatcher nothing.
+#[test]
+fn connecting_daemons_get_successive_streams() {
+    let _g = serial();
+    let s0 = [10407, 1, 2, 3, 4, 5, 6];
+    let host = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            dispatcher: true,
+            stream: Some(s0),
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    let mut expected = s0;
+    let mut keep = Vec::new();
+    for n in 1..=3 {
+        expected = mirai::streams::next_stream(&expected);
+        let (d, welcome) = Sim::connect_welcomed(host.url());
+        connected(&host, n);
+        assert_eq!(welcome.stream, Some(expected), "daemon {n}");
+        keep.push(d);
+    }
+    host.close(false);
+    let plain = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            stream: Some(s0),
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    let (_d, welcome) = Sim::connect_welcomed(plain.url());
+    assert_eq!(welcome.stream, None);
+    plain.close(false);
+}
+
+/// 6f. With `retry`, a task whose daemon dies before answering goes back
+///     to the head of the queue, up to `retry` times, then resolves to 19.
+#[test]
+fn retry_requeues_tasks_lost_with_their_daemon() {
+    let _g = serial();
+    let host = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            dispatcher: true,
+            retry: 1,
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    let a = Sim::join(&host, 1);
+    let t = submit(&host, b"fragile", None);
+    let later = submit(&host, b"later", None);
+    a.expect_task(&t, b"fragile");
+    drop(a);
+    eventually("daemon removed", || host.connections() == 0);
+    assert!(t.is_pending(), "resolved although it had a retry left");
+    assert_eq!(host.stats().retries, 1);
+    assert_eq!(counts(&host), [2, 0, 0]);
+    // the task is first again, then loses its last attempt
+    let b = Sim::join(&host, 1);
+    b.expect_task(&t, b"fragile");
+    drop(b);
+    wait(&t);
+    expect_error(&t, ERR_CONNECTION_RESET);
+    assert_eq!(host.stats().retries, 1);
+    let c = Sim::join(&host, 1);
+    c.expect_task(&later, b"later");
+    c.answer(later.id as u64, b"done");
+    wait(&later);
+    expect_value(&later, b"done");
+    assert_eq!(counts(&host), [0, 0, 2]);
+    host.close(false);
+}
+
 /// 7. A daemon dying mid-task fails that task with errorValue 19 at once;
 ///    the queue carries on with the other daemons.
 #[test]
@@ -865,6 +972,7 @@ fn proc_status(field: &str) -> u64 {
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
@@ -887,6 +995,7 @@ fn raise_nofile_limit() -> libc::rlim_t {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit and setrlimit read and write one valid rlimit.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
         if lim.rlim_cur < lim.rlim_max {

@@ -191,3 +191,55 @@ fn a_peer_without_the_hosts_secret_is_refused_silently() {
     wait(&queued);
     host.close(false);
 }
+
+/// A daemon that has passed the handshake and then sends malformed
+/// results (a vector result shorter than its own header, a length beyond
+/// its data, an unknown kind) loses its connection; its task resolves to
+/// errorValue 19 and the host serves other daemons on.
+#[test]
+fn a_daemon_sending_malformed_results_is_dropped_its_task_resolved() {
+    let host = Host::listen_with("tcp://127.0.0.1:0", HostConfig::default()).unwrap();
+    let bad_results: Vec<Vec<u8>> = vec![
+        // RESULT flagged as a vector, with 3 bytes where 16 must follow
+        {
+            let mut b = 0u64.to_le_bytes().to_vec();
+            b.push(RESULT_VECTOR);
+            b.extend_from_slice(&[14, 0, 0]);
+            frame(RESULT, &b)
+        },
+        // a vector whose length does not match its data
+        {
+            let mut b = 0u64.to_le_bytes().to_vec();
+            b.push(RESULT_VECTOR);
+            b.push(14);
+            b.extend_from_slice(&[0; 7]);
+            b.extend_from_slice(&u64::MAX.to_le_bytes());
+            frame(RESULT, &b)
+        },
+        // a kind no daemon sends
+        frame(CANCEL, &0u64.to_le_bytes()),
+    ];
+    for bytes in bad_results {
+        let mut s = connect(&host);
+        join(&s);
+        while host.connections() < 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let aio = submit(&host, b"for the rogue");
+        let task = read_frame_blocking(&s, FRAME_MAX).unwrap();
+        assert_eq!(task.kind, TASK);
+        s.write_all(&bytes).unwrap();
+        wait(&aio);
+        assert!(matches!(aio.take(), Outcome::Error(19)));
+        while host.connections() > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // a good daemon is served as before
+    let daemon = good_daemon(&host, 1);
+    let aio = submit(&host, b"fine");
+    wait(&aio);
+    assert!(matches!(aio.take(), Outcome::Value(v, _) if v[..] == *b"fine"));
+    daemon.join().unwrap();
+    host.close(false);
+}

@@ -81,7 +81,9 @@ fn tasks_round_trip_over_tls_ws_and_wss() {
     round_trips(&host, None);
     // several daemons on the one port and path
     let more: Vec<SyncStream> = (0..3).map(|_| dial(&host, None).unwrap()).collect();
-    more.iter().for_each(join);
+    for s in &more {
+        join(s);
+    }
     wait_connections(&host, 3);
     host.close(false);
 }

@@ -13,32 +13,12 @@
 //! link's `next_broadcast` says how far it has got: broadcasts before it
 //! it has run, as a group member or as an extra.
 
-use super::link::SharedFrame;
-use super::scheduler::{Queued, State, Task};
+use super::scheduler::{Broadcast, Queued, Running, State, Task};
 use crate::aio::{Aio, Outcome};
 use crate::outframe::OutFrame;
 use crate::protocol::handshake::Stream;
 use crate::protocol::message::{cancel_frame, task_prefix, TASK_KEEP_STATE};
 use std::sync::Arc;
-
-/// A counted task on a daemon. Its frame is kept until the daemon
-/// answers, to go elsewhere if the daemon leaves without starting it.
-pub(super) struct Running {
-    pub conn: u64,
-    pub aio: Arc<Aio>,
-    pub frame: SharedFrame,
-    pub group: Option<usize>,
-    /// Times it was lost with a daemon before (`retry`).
-    pub attempts: u32,
-}
-
-/// One `everywhere()` call.
-pub(super) struct Broadcast {
-    /// The serialized task, shared by every daemon's frame.
-    payload: Arc<[u8]>,
-    /// Group tasks not yet taken by a daemon.
-    untaken: usize,
-}
 
 /// A TASK frame for `aio` carrying a broadcast's shared payload.
 fn broadcast_frame(aio: &Aio, payload: &Arc<[u8]>) -> OutFrame {

@@ -12,8 +12,7 @@
 //! mostly cancelled), and daemons are found through hash maps.
 
 use super::budget::Budget;
-use super::dispatcher::{Broadcast, Running};
-use super::link::Link;
+use super::link::{Link, SharedFrame};
 use crate::aio::{Aio, Outcome};
 use crate::codes::CONNECTION_RESET;
 use crate::outframe::OutFrame;
@@ -36,6 +35,25 @@ pub(super) struct Queued {
     pub counted: bool,
     /// Times it was lost with a daemon and queued again (`retry`).
     pub attempts: u32,
+}
+
+/// A counted task on a daemon. Its frame is kept until the daemon
+/// answers, to go elsewhere if the daemon leaves without starting it.
+pub(super) struct Running {
+    pub conn: u64,
+    pub aio: Arc<Aio>,
+    pub frame: SharedFrame,
+    pub group: Option<usize>,
+    /// Times it was lost with a daemon before (`retry`).
+    pub attempts: u32,
+}
+
+/// One `everywhere()` call.
+pub(super) struct Broadcast {
+    /// The serialized task, shared by every daemon's frame.
+    pub payload: Arc<[u8]>,
+    /// Group tasks not yet taken by a daemon.
+    pub untaken: usize,
 }
 
 #[derive(Default)]

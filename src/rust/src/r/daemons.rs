@@ -1,8 +1,7 @@
 //! Compute profiles' hosts (daemons.R): listening, status, waiting for
 //! daemons, launching local ones, closing.
 
-use super::handle::{new_handle, Tagged};
-use super::tasks::host;
+use super::handle::{get_handle, new_handle, Tagged};
 use super::unwind::user_interrupted;
 use super::{millis, not_forked, r_error, robj, INTERRUPT_SLICE};
 use crate::host::{Host, HostConfig};
@@ -24,6 +23,14 @@ impl Drop for HostHandle {
     fn drop(&mut self) {
         self.0.close(false);
     }
+}
+
+/// The host behind a profile's handle.
+pub(super) fn host(h: &Robj) -> Result<&Arc<Host>> {
+    // SAFETY: the handle is checked for its tag before use.
+    Ok(&get_handle::<HostHandle>(unsafe { h.get() })
+        .map_err(r_error)?
+        .0)
 }
 
 /// The TLS settings for a host at `url`: none unless the URL is secure;

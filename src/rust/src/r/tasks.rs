@@ -1,6 +1,6 @@
 //! Submitting tasks (mirai.R, map.R, `everywhere()`), and package start-up.
 
-use super::handle::get_handle;
+use super::daemons::host;
 use super::mirai::{new_mirai, resolved_mirai};
 use super::unwind::{user_interrupted, RFailure};
 use super::{frames, millis, not_forked, r_error, robj, INTERRUPT_SLICE};
@@ -9,15 +9,6 @@ use crate::protocol::message::TASK_KEEP_STATE;
 use extendr_api::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub(super) fn host(h: &Robj) -> Result<&Arc<Host>> {
-    // SAFETY: the handle is checked for its tag before use.
-    Ok(
-        &get_handle::<super::daemons::HostHandle>(unsafe { h.get() })
-            .map_err(r_error)?
-            .0,
-    )
-}
 
 fn mirai_for(aio: Arc<crate::aio::Aio>) -> Result<Robj> {
     Ok(robj(new_mirai(aio, false).map_err(r_error)?))

@@ -13,14 +13,17 @@ pub fn port_of(url: &str) -> u16 {
 }
 
 /// Say HELLO on `s` as a daemon of this version does and expect WELCOME
-/// (hosts in these tests have no secret, so no challenge comes first).
-pub fn join<S: Read + Write>(mut s: S) {
+/// (hosts in these tests have no secret, so no challenge comes first);
+/// returns what the WELCOME says.
+pub fn join<S: Read + Write>(mut s: S) -> Welcome {
     s.write_all(&frame(
         HELLO,
         &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
     ))
     .unwrap();
-    assert_eq!(read_frame_blocking(s, HANDSHAKE_MAX).unwrap().kind, WELCOME);
+    let reply = read_frame_blocking(s, HANDSHAKE_MAX).unwrap();
+    assert_eq!(reply.kind, WELCOME);
+    Welcome::decode(&reply).expect("a well-formed WELCOME")
 }
 
 /// A TASK frame for `aio` whose serialized payload is `payload`.
