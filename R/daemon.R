@@ -95,13 +95,36 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 # Task flags (set by the host, see the protocol): keep state, map element.
 .flag_map <- 4L
 
-# The receive-evaluate-reply loop; returns the exit code. An interrupt
-# reaching R outside a task's evaluation (a cancellation that arrived as
-# the task finished) is ignored.
+# The receive-evaluate-reply loop; returns the exit code. The handlers
+# that turn a failing task into an error value are set up once for the
+# whole loop rather than for each task (they cost more than a tiny task):
+# an error unwinds out of the loop, is answered, and the loop resumes.
 .serve <- function(conn, cleanup, wait, walltime, maxtasks, rs_given) {
-  started <- proc.time()[["elapsed"]]
-  baseline <- if (cleanup) .snapshot()
-  done <- 0
+  s <- new.env(parent = emptyenv())
+  s$started <- proc.time()[["elapsed"]]
+  s$baseline <- if (cleanup) .snapshot()
+  s$done <- 0
+  s$msg <- NULL
+  repeat {
+    value <- tryCatch(
+      .serve_tasks(conn, s, cleanup, wait, walltime, maxtasks, rs_given),
+      error = function(cnd) {
+        if (is.null(s$msg)) stop(cnd)
+        .mirai_error(cnd, s$calls)
+      },
+      interrupt = function(cnd) .mirai_interrupt()
+    )
+    if (is.null(s$msg)) return(value)
+    code <- .finish_task(conn, s, value, cleanup, maxtasks)
+    if (!is.null(code)) return(code)
+  }
+}
+
+# Serve tasks until an exit code (returned) or a task's error or interrupt
+# (which unwinds to .serve() with `s$msg` the task). Between tasks an
+# interrupt (a cancellation that arrived as the task finished) is ignored;
+# during one, only if the core says it was not meant for this task.
+.serve_tasks <- function(conn, s, cleanup, wait, walltime, maxtasks, rs_given) {
   withCallingHandlers(
     repeat {
       msg <- .Call(wrap__daemon_recv, conn, wait)
@@ -109,64 +132,79 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
         if (length(msg) == 7L) {
           # a dispatcher's set-up: this daemon's stream
           if (!rs_given) .set_seed(msg)
-          if (cleanup) baseline <- .snapshot()
+          if (cleanup) s$baseline <- .snapshot()
           next
         }
         if (msg == -1L) next
         return(if (msg == 1L) 1L else 0L)
       }
-      done <- done + 1
-      last <- done >= maxtasks || 1000 * (proc.time()[["elapsed"]] - started) >= walltime
-      flags <- msg[[2L]]
-      value <- if (length(msg) == 5L) .mirai_error(simpleError(msg[[5L]]), list()) else
-        .evaluate(msg[[4L]], flags, conn)
-      .reply(conn, msg, value)
+      s$msg <- msg
+      s$calls <- NULL
+      # the limits are checked as a task arrives: this one is then the last
+      s$last <- s$done + 1 >= maxtasks || 1000 * (proc.time()[["elapsed"]] - s$started) >= walltime
+      ._mirai_. <- unserialize(msg[[4L]])
+      if (msg[[5L]]) {
+        why <- .Call(wrap__daemon_fill_raw, conn, msg[[1L]], ._mirai_.)
+        if (identical(why, -1L)) return(0L)
+        if (is.character(why)) stop(why, call. = FALSE)
+      }
+      .set_globals(._mirai_.[["._globals_."]])
+      .state$within_map <- bitwAnd(msg[[2L]], .flag_map) != 0L
+      value <- eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv())
+      ._mirai_. <- NULL
+      code <- .finish_task(conn, s, value, cleanup, maxtasks)
+      if (!is.null(code)) return(code)
+      # nothing keeps the task's objects now: a large one can be collected
+      # before the next task arrives
       msg <- value <- NULL
-      if (last) return(if (done >= maxtasks) 3L else 2L)
-      if (cleanup)
-        baseline <- if (bitwAnd(flags, .flag_keep_state)) .snapshot() else .cleanup(baseline)
     },
+    error = function(cnd) if (!is.null(s$msg)) s$calls <- sys.calls(),
     interrupt = function(cnd) {
-      .Call(wrap__daemon_interrupt_verdict, conn)
-      invokeRestart("resume")
+      if (is.null(s$msg) || !.Call(wrap__daemon_interrupt_verdict, conn))
+        invokeRestart("resume")
     }
   )
 }
 
-# Send a task's value back; a value that cannot be sent (serialization
-# failed) is answered with a miraiError saying why.
-.reply <- function(conn, msg, value) {
-  sent <- tryCatch({
-    .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
-    TRUE
-  }, error = identity)
-  if (!isTRUE(sent))
-    .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], .mirai_error(sent, list()), TRUE)
+# After a task: send its value back (a value that cannot be sent is
+# answered with a miraiError saying why), restore the daemon's state and
+# count the task; an exit code once a limit is reached (the limit task's
+# result is delivered first, and no cleanup follows it).
+.finish_task <- function(conn, s, value, cleanup, maxtasks) {
+  msg <- s$msg
+  s$msg <- NULL
+  .state$within_map <- FALSE
+  why <- .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
+  if (!is.null(why))
+    .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], .mirai_error(simpleError(why), list()), TRUE)
+  s$done <- s$done + 1
+  if (s$last) return(if (s$done >= maxtasks) 3L else 2L)
+  if (cleanup)
+    s$baseline <- if (bitwAnd(msg[[2L]], .flag_keep_state)) .snapshot() else .cleanup(s$baseline)
+  NULL
 }
 
-# Evaluate one task payload (see `.payload()`): its globals go to the
-# global environment, its `.args` are local to the evaluation. Errors and
-# interrupts come back as values. `conn` is the daemon's connection (NULL
-# in a synchronous profile): an interrupt during the evaluation stops it
-# only if the core says it was meant for this task.
-.evaluate <- function(._mirai_., flags, conn) {
-  globals <- ._mirai_.[["._globals_."]]
-  if (length(globals)) {
-    if (!is.null(globals[[".Random.seed"]]) && RNGkind()[1L] != "L'Ecuyer-CMRG")
-      RNGkind("L'Ecuyer-CMRG")
-    list2env(globals, envir = .GlobalEnv)
-  }
+# A task's globals go to the global environment (a task's own stream
+# among them, as `.Random.seed`).
+.set_globals <- function(globals) {
+  if (!length(globals)) return()
+  if (!is.null(globals[[".Random.seed"]]) && RNGkind()[1L] != "L'Ecuyer-CMRG")
+    RNGkind("L'Ecuyer-CMRG")
+  list2env(globals, envir = .GlobalEnv)
+}
+
+# Evaluate one task payload (see `.payload()`) in a synchronous profile:
+# its globals go to the global environment, its `.args` are local to the
+# evaluation. Errors and interrupts come back as values.
+.evaluate <- function(._mirai_., flags) {
+  .set_globals(._mirai_.[["._globals_."]])
   .state$within_map <- bitwAnd(flags, .flag_map) != 0L
   on.exit(.state$within_map <- FALSE)
   calls <- NULL
   tryCatch(
     withCallingHandlers(
       eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv()),
-      error = function(cnd) calls <<- sys.calls(),
-      interrupt = function(cnd) {
-        if (!is.null(conn) && !.Call(wrap__daemon_interrupt_verdict, conn))
-          invokeRestart("resume")
-      }
+      error = function(cnd) calls <<- sys.calls()
     ),
     error = function(cnd) .mirai_error(cnd, calls),
     interrupt = function(cnd) .mirai_interrupt()
@@ -196,7 +234,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   keep <- bitwAnd(flags, .flag_keep_state) != 0L
   if (!is.null(profile$seed) && !keep)
     payload[["._globals_."]][[".Random.seed"]] <- .next_stream(profile)
-  value <- .with_globals(profile$globals, keep, .evaluate(payload, flags, NULL))
+  value <- .with_globals(profile$globals, keep, .evaluate(payload, flags))
   .Call(wrap__mirai_resolved, value)
 }
 

@@ -105,6 +105,9 @@ pub struct Client {
     send_buf: Mutex<Vec<u8>>,
     /// The last `recv` returned a task.
     just_served: AtomicBool,
+    /// The raw vectors of the task last received that R has not read yet
+    /// (see [`Client::take_raw`]), and the connection they are on.
+    pending_raw: Mutex<Option<(u64, Vec<RawArg>)>>,
 }
 
 /// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
@@ -199,6 +202,7 @@ impl Client {
             recv_buf: Mutex::new(Vec::new()),
             send_buf: Mutex::new(Vec::new()),
             just_served: AtomicBool::new(false),
+            pending_raw: Mutex::new(None),
         })
     }
 
@@ -219,6 +223,11 @@ impl Client {
     /// result is sent.
     pub fn recv(&self, slice: Duration) -> Option<Incoming> {
         self.task_done();
+        // the raw data of a task R did not rebuild is still on the stream
+        if let Some((epoch, raw)) = self.pending_raw.lock().take() {
+            let rest = raw.iter().filter_map(RawArg::data_len).sum();
+            self.skip_raw(epoch, rest);
+        }
         let deadline = Instant::now() + slice;
         loop {
             if self.conn.lock().is_none() {
@@ -251,6 +260,8 @@ impl Client {
                             fd: c.stream.fd(),
                             task: head.id,
                         }));
+                    } else {
+                        *self.pending_raw.lock() = Some((c.epoch, head.raw.clone()));
                     }
                     self.just_served.store(true, Ordering::Relaxed);
                     return Some(Incoming::Task {
@@ -364,9 +375,20 @@ impl Client {
         self.watch.is_busy()
     }
 
-    /// The serialized payload of the task last received.
+    /// The serialized payload of the task last received. The buffer is
+    /// taken out while `f` runs (it calls R, which may not return), and
+    /// kept for the next task afterwards.
     pub fn with_task_payload<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
-        f(&self.recv_buf.lock())
+        let buf = std::mem::take(&mut *self.recv_buf.lock());
+        let out = f(&buf);
+        *self.recv_buf.lock() = buf;
+        out
+    }
+
+    /// The raw vectors of the task last received, for R to read now (with
+    /// [`Client::read_raw`]; `None` if it has none, or they are gone).
+    pub fn take_raw(&self) -> Option<(u64, Vec<RawArg>)> {
+        self.pending_raw.lock().take()
     }
 
     /// Build a RESULT frame with `fill` in the reusable send buffer and send
@@ -378,10 +400,14 @@ impl Client {
         fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.task_done();
-        let mut frame = self.send_buf.lock();
-        fill(&mut frame)?;
-        self.write_parts(epoch, &[&frame]);
-        Ok(())
+        // taken out while `fill` runs (it calls R, which may not return)
+        let mut frame = std::mem::take(&mut *self.send_buf.lock());
+        let filled = fill(&mut frame);
+        if filled.is_ok() {
+            self.write_parts(epoch, &[&frame]);
+        }
+        *self.send_buf.lock() = frame;
+        filled
     }
 
     /// Send a frame made of `parts` (say, a header and data still in R's

@@ -1,7 +1,7 @@
 //! The daemon loop's calls (daemon.R): dialling the host, receiving tasks,
 //! sending results.
 
-use super::frames::{read_task, send_result, TaskError};
+use super::frames::{fill_raw, send_result, TaskError};
 use super::handle::{get_handle, new_handle, Tagged};
 use super::unwind::user_interrupted;
 use super::{millis, not_forked, r_error, robj, INTERRUPT_SLICE};
@@ -50,12 +50,13 @@ fn daemon_dial(
     Ok(robj(new_handle(Arc::new(c))))
 }
 
-/// Wait for the next message: a task `list(id, flags, epoch, payload)`
-/// (with a fifth element, the error message, if the payload could not be
-/// rebuilt here); a new connection's random-number stream (an integer
-/// vector of 7); or an integer code: 0 connection ended, 1 `idle_ms`
-/// passed, 2 told to exit, -1 interrupted. A refusal by the host is an R
-/// error.
+/// Wait for the next message: a task `list(id, flags, epoch, payload,
+/// raw)`, its payload the serialized task as a raw vector (R unserializes
+/// it, within the same handlers as the evaluation) and `raw` whether large
+/// vectors follow on the connection (see `daemon_fill_raw`); a new
+/// connection's random-number stream (an integer vector of 7); or an
+/// integer code: 0 connection ended, 1 `idle_ms` passed, 2 told to exit,
+/// -1 interrupted. A refusal by the host is an R error.
 #[extendr]
 fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
     let client = client(&c)?;
@@ -78,18 +79,15 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
                 epoch,
                 raw,
             }) => {
-                let (id_r, epoch_r) = (id as f64, epoch as f64);
-                return match read_task(client, epoch, &raw) {
-                    Ok(task) => {
-                        client.start_task(id, epoch);
-                        Ok(list!(id_r, flags as i32, epoch_r, robj(task)).into())
-                    }
-                    Err(TaskError::Task(e)) => {
-                        client.start_task(id, epoch);
-                        Ok(list!(id_r, flags as i32, epoch_r, (), e).into())
-                    }
-                    Err(TaskError::Connection) => Ok(r!(-1)),
-                };
+                let payload = client.with_task_payload(Raw::from_bytes);
+                let task = list!(
+                    id as f64,
+                    flags as i32,
+                    epoch as f64,
+                    payload,
+                    !raw.is_empty()
+                );
+                return Ok(task.into());
             }
             Some(Incoming::Setup(stream)) => return Ok(r!(stream.to_vec())),
             Some(Incoming::Disconnected) => return Ok(r!(0)),
@@ -109,21 +107,39 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
     }
 }
 
-/// Send the result of task `id` back on the connection it came from. A
-/// value that cannot be serialized is an R error (the caller sends a
-/// miraiError instead).
+/// Read the large vectors of task `id` (its payload unserialized by R as
+/// `task`) off the connection into their places in `task`: NULL when done,
+/// the reason when the task cannot be rebuilt, or -1L if the connection
+/// failed meanwhile.
 #[extendr]
-fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<()> {
+fn daemon_fill_raw(c: Robj, id: f64, task: Robj) -> Result<Robj> {
+    let client = client(&c)?;
+    // SAFETY: `task` is protected by extendr for this call.
+    match fill_raw(client, id as u64, unsafe { task.get() }) {
+        Ok(()) => Ok(Robj::from(())),
+        Err(TaskError::Task(why)) => Ok(r!(why)),
+        Err(TaskError::Connection) => Ok(r!(-1)),
+    }
+}
+
+/// Send the result of task `id` back on the connection it came from:
+/// NULL, or why the value could not be serialized (the caller then sends
+/// a miraiError instead).
+#[extendr]
+fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<Robj> {
     let client = client(&c)?;
     // SAFETY: `value` is protected by extendr for this call.
-    send_result(
+    let sent = send_result(
         client,
         id as u64,
         epoch as u64,
         unsafe { value.get() },
         is_error,
-    )
-    .map_err(r_error)
+    );
+    Ok(match sent {
+        Ok(()) => Robj::from(()),
+        Err(e) => r!(e.to_string()),
+    })
 }
 
 /// An interrupt has reached the daemon's R code: whether it should stop
@@ -152,6 +168,7 @@ extendr_module! {
     mod daemon;
     fn daemon_dial;
     fn daemon_recv;
+    fn daemon_fill_raw;
     fn daemon_send;
     fn daemon_interrupt_verdict;
     fn daemon_in_task;

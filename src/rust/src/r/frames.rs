@@ -4,7 +4,7 @@
 //! them.
 
 use super::rawargs;
-use super::serial::{serialize_into, unserialize, with_scratch};
+use super::serial::{serialize_into, with_scratch};
 use super::unwind::RFailure;
 use super::vectors::{into_r_vector, plain_vector};
 use crate::daemon::Client;
@@ -48,7 +48,7 @@ pub fn task_frame(id: u64, flags: u8, payload: SEXP) -> Result<OutFrame, RFailur
     Ok(unsafe { super::outframes::with_r_data(head, &data, payload) })
 }
 
-/// Why a task received by a daemon could not be rebuilt.
+/// Why a task's raw vectors could not be put in place.
 pub enum TaskError {
     /// The connection failed mid-task.
     Connection,
@@ -56,43 +56,18 @@ pub enum TaskError {
     Task(String),
 }
 
-/// Rebuild the task last received by `client` (unprotected): unserialize
-/// its payload, then read its raw vectors straight into new R vectors and
-/// put them in their places. On a task error the rest of its data is
-/// still read off the connection.
-pub fn read_task(client: &Client, epoch: u64, raw: &[RawArg]) -> Result<SEXP, TaskError> {
+/// Read the raw vectors of the task `client` last received straight into
+/// new R vectors and put them in their places in `task` (its payload,
+/// unserialized by R). On a task error the rest of its data is still read
+/// off the connection.
+pub fn fill_raw(client: &Client, id: u64, task: SEXP) -> Result<(), TaskError> {
+    let Some((epoch, raw)) = client.take_raw() else {
+        return Ok(());
+    };
     let skip_from = |i: usize| {
         let rest = raw[i..].iter().filter_map(RawArg::data_len).sum();
         client.skip_raw(epoch, rest)
     };
-    let task = match client.with_task_payload(unserialize) {
-        Ok(task) => task,
-        Err(e) => {
-            return match skip_from(0) {
-                true => Err(TaskError::Task(e.to_string())),
-                false => Err(TaskError::Connection),
-            };
-        }
-    };
-    if raw.is_empty() {
-        return Ok(task);
-    }
-    // SAFETY: R's thread; the task is protected while its vectors are
-    // read (and unprotected on every path out).
-    unsafe { Rf_protect(task) };
-    let filled = fill_raw(client, epoch, task, raw, skip_from);
-    // SAFETY: balances the protect above.
-    unsafe { Rf_unprotect(1) };
-    filled.map(|()| task)
-}
-
-fn fill_raw(
-    client: &Client,
-    epoch: u64,
-    task: SEXP,
-    raw: &[RawArg],
-    skip_from: impl Fn(usize) -> bool,
-) -> Result<(), TaskError> {
     // Free the previous large task's vectors before allocating this one's:
     // R would collect them only later, after the process had grown by
     // fresh memory that costs page faults to fill.
@@ -118,6 +93,7 @@ fn fill_raw(
             };
         }
     }
+    client.start_task(id, epoch);
     Ok(())
 }
 

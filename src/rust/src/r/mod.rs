@@ -8,7 +8,7 @@
 //! into the core and converts back. The rest supports them: the mirai
 //! objects ([`mirai`]), serialization ([`serial`]), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
-//! safely ([`unwind`]), external pointers ([`handle`]) and the C API
+//! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
 //! declarations extendr lacks ([`api`]).
 
 mod api;
@@ -19,6 +19,7 @@ mod handle;
 mod launch;
 mod mirai;
 mod outframes;
+mod plain_data;
 mod rawargs;
 mod serial;
 mod tasks;

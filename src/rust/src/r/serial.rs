@@ -16,25 +16,37 @@ use std::os::raw::{c_int, c_void};
 /// Serialization format version 3 (R >= 3.5): keeps ALTREP compact forms.
 const VERSION: c_int = 3;
 
+/// Where R's serializer writes: the buffer, and whether it ran out of
+/// memory (the rest of the output is then dropped, and the caller errs).
+struct Writer<'a> {
+    buf: &'a mut Vec<u8>,
+    out_of_memory: bool,
+}
+
 unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
     let byte = [c as u8];
     out_bytes(stream, byte.as_ptr() as *mut c_void, 1);
 }
 
 /// R's serializer writes its output through here; running out of memory
-/// is an R error (caught by `protect`), never an abort.
+/// is noted, never an abort or an R error.
 unsafe extern "C" fn out_bytes(stream: R_outpstream_t, p: *mut c_void, n: c_int) {
-    // SAFETY: `data` is the buffer `serialize_into` passed; R gives `n`
+    // SAFETY: `data` is the writer `serialize_into` passed; R gives `n`
     // readable bytes at `p`.
-    let buf = &mut *((*stream).data as *mut Vec<u8>);
+    let w = &mut *((*stream).data as *mut Writer);
     let n = n as usize;
-    if buf.capacity() - buf.len() < n {
-        let grow = n.max(buf.len() / 2);
-        if buf.try_reserve(grow).is_err() {
-            Rf_error(c"mirai: out of memory while serializing".as_ptr());
+    if w.out_of_memory {
+        return;
+    }
+    if w.buf.capacity() - w.buf.len() < n {
+        let grow = n.max(w.buf.len() / 2);
+        if w.buf.try_reserve(grow).is_err() {
+            w.out_of_memory = true;
+            return;
         }
     }
-    buf.extend_from_slice(std::slice::from_raw_parts(p as *const u8, n));
+    w.buf
+        .extend_from_slice(std::slice::from_raw_parts(p as *const u8, n));
 }
 
 struct Reader<'a> {
@@ -89,20 +101,26 @@ unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
 }
 
 /// Append the serialization of `x` to `buf` (which may already hold a frame
-/// header). An R error during serialization is returned as its message.
+/// header). R's serializer runs R code only for serialization hooks (none
+/// are set here) and ALTREP classes, and fails only when memory is short:
+/// it is called directly, with nothing borrowed or locked meanwhile, so
+/// even an R error escaping it leaves nothing behind but memory.
 pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), RFailure> {
     // SAFETY: R's thread; `x` is protected by the caller.
     let hint = unsafe { size_hint(x, 3) };
     crate::buffer::reserve(buf, hint)
         .map_err(|_| RFailure::Error("not enough memory to serialize the data".into()))?;
-    let data = buf as *mut Vec<u8> as *mut c_void;
+    let mut writer = Writer {
+        buf,
+        out_of_memory: false,
+    };
     // SAFETY: R's thread; the stream lives on this frame and writes into
-    // `buf` through `data` until R_Serialize returns or unwinds.
-    protect(|| unsafe {
+    // `writer` until R_Serialize returns.
+    unsafe {
         let mut stream = MaybeUninit::<R_outpstream_st>::uninit();
         R_InitOutPStream(
             stream.as_mut_ptr(),
-            data,
+            &mut writer as *mut Writer as *mut c_void,
             R_pstream_format_t::R_pstream_binary_format,
             VERSION,
             Some(out_char),
@@ -111,9 +129,13 @@ pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), RFailure> {
             R_NilValue,
         );
         R_Serialize(x, stream.as_mut_ptr());
-        R_NilValue
-    })
-    .map(|_| ())
+    }
+    match writer.out_of_memory {
+        true => Err(RFailure::Error(
+            "not enough memory to serialize the data".into(),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Above this size a buffer is handed over as it is rather than copied.
@@ -155,6 +177,11 @@ pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
     if bytes.is_empty() {
         return Err(RFailure::Error("no data".into()));
     }
+    if super::plain_data::is_plain_data(bytes) {
+        // SAFETY: R's thread; plain data runs no R code and fails only
+        // for memory, with nothing borrowed meanwhile (see plain_data).
+        return Ok(unsafe { read_unprotected(bytes) });
+    }
     let strict = {
         let _report = ReportMissingNamespaces::on();
         read(bytes, true)
@@ -164,6 +191,26 @@ pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
         Err(RFailure::Warning(_)) => read(bytes, false),
         other => other,
     }
+}
+
+/// R_Unserialize with no handlers.
+///
+/// # Safety
+/// R's thread; `bytes` must be plain data (an R error would unwind
+/// through the caller).
+unsafe fn read_unprotected(bytes: &[u8]) -> SEXP {
+    let mut reader = Reader { bytes, pos: 0 };
+    let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
+    R_InitInPStream(
+        stream.as_mut_ptr(),
+        &mut reader as *mut Reader as *mut c_void,
+        R_pstream_format_t::R_pstream_any_format,
+        Some(in_char),
+        Some(in_bytes),
+        None,
+        R_NilValue,
+    );
+    R_Unserialize(stream.as_mut_ptr())
 }
 
 fn read(bytes: &[u8], strict: bool) -> Result<SEXP, RFailure> {
