@@ -141,8 +141,12 @@ print.miraiDaemons <- function(x, ...) print(unclass(x))
   # MIRAI_SECRET, if set, is the secret instead of a fresh random one:
   # daemons that outlive their host (autoexit = FALSE) can then serve a
   # new host at the same URL
-  host <- .Call(wrap__host_listen, url, dispatcher, memory %||% 0, Sys.getenv("MIRAI_SECRET"),
-                tls$cert, tls$key, tls$pass, if (dispatcher) stream, retry)
+  call <- sys.call(-1L)
+  host <- tryCatch(
+    .Call(wrap__host_listen, url, dispatcher, memory %||% 0, Sys.getenv("MIRAI_SECRET"),
+          tls$cert, tls$key, tls$pass, if (dispatcher) stream, retry),
+    error = function(e) .abort(conditionMessage(e), call)
+  )
   profile <- .set_profile(name, n = n, url = .Call(wrap__host_url, host), sync = FALSE,
                           seed = seed, stream = stream, dots = settings$dots)
   profile$host <- host

@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// errorValue codes used by the package.
-pub const ERR_TIMEOUT: i32 = 5;
-pub const ERR_OBJECT_CLOSED: i32 = 7;
-pub const ERR_CONNECTION_RESET: i32 = 19;
-pub const ERR_CANCELED: i32 = 20;
+/// errorValue codes aios resolve to (see `codes`).
+pub const ERR_TIMEOUT: i32 = crate::codes::TIMED_OUT;
+pub const ERR_CONNECTION_RESET: i32 = crate::codes::CONNECTION_RESET;
+pub const ERR_CANCELED: i32 = crate::codes::CANCELED;
 
 #[derive(Debug)]
 pub enum Outcome {

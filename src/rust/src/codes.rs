@@ -8,7 +8,6 @@ use std::io;
 
 pub const TIMED_OUT: i32 = 5;
 pub const CONNECTION_REFUSED: i32 = 6;
-pub const OBJECT_CLOSED: i32 = 7;
 pub const NOT_SUPPORTED: i32 = 9;
 pub const ADDRESS_IN_USE: i32 = 10;
 pub const ADDRESS_INVALID: i32 = 15;

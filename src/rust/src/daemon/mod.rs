@@ -370,11 +370,6 @@ impl Client {
         self.watch.set_busy(Some(Busy { fd, task: id }));
     }
 
-    /// Whether R is evaluating a task (received and not yet answered).
-    pub fn in_task(&self) -> bool {
-        self.watch.is_busy()
-    }
-
     /// The serialized payload of the task last received. The buffer is
     /// taken out while `f` runs (it calls R, which may not return), and
     /// kept for the next task afterwards.

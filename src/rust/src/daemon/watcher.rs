@@ -78,10 +78,6 @@ impl Watch {
         }
     }
 
-    pub fn is_busy(&self) -> bool {
-        self.state.lock().busy.is_some()
-    }
-
     /// R has seen an interrupt: should it stop the current evaluation?
     /// Yes during a task, unless the SIGINT was sent for an earlier task;
     /// never between tasks.

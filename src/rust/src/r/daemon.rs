@@ -151,12 +151,6 @@ fn daemon_interrupt_verdict(c: Robj) -> Result<bool> {
     Ok(client(&c)?.interrupt_verdict())
 }
 
-/// Whether the daemon is evaluating a task (received, not yet answered).
-#[extendr]
-fn daemon_in_task(c: Robj) -> Result<bool> {
-    Ok(client(&c)?.in_task())
-}
-
 /// The daemon leaves: the host hears of it, the connection closes.
 #[extendr]
 fn daemon_finish(c: Robj) -> Result<()> {
@@ -171,6 +165,5 @@ extendr_module! {
     fn daemon_fill_raw;
     fn daemon_send;
     fn daemon_interrupt_verdict;
-    fn daemon_in_task;
     fn daemon_finish;
 }
