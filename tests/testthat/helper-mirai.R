@@ -7,8 +7,11 @@
 TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
 Sys.setenv(MIRAI_SECRET = TEST_SECRET)
 
+# The protocol version of this build (src/rust/src/protocol/handshake.rs).
+PROTOCOL_VERSION <- 4L
+
 # A handshake (HELLO body) as a daemon of this version sends it.
-hello_bytes <- function(protocol = 3L) {
+hello_bytes <- function(protocol = PROTOCOL_VERSION) {
   version <- charToRaw(as.character(utils::packageVersion("mirai")))
   c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version)
 }
@@ -25,6 +28,30 @@ handshake_as_daemon <- function(con, secret = TEST_SECRET) {
   writeBin(frame_bytes(10, .Call(mirai:::wrap__handshake_proof, secret, challenge)), con)
   flush(con)
   challenge
+}
+
+# Read a frame (kind, then u64 LE length, then body) from socket connection
+# `con`; returns list(kind, body), or NULL at end of stream.
+read_frame <- function(con) {
+  header <- readBin(con, "raw", 9L)
+  if (length(header) < 9L) return(NULL)
+  len <- sum(as.numeric(header[2:9]) * 256^(0:7))
+  body <- if (len > 0) readBin(con, "raw", len) else raw(0)
+  list(kind = as.integer(header[1L]), body = body)
+}
+
+# Read the host's WELCOME (kind 2) on `con`: its body is a flags byte and,
+# with flag 1 (a dispatcher), the daemon's random-number stream (7
+# little-endian int32). Returns list(flags, stream), stream NULL if absent.
+read_welcome <- function(con) {
+  f <- read_frame(con)
+  stopifnot(!is.null(f), f$kind == 2L, length(f$body) >= 1L)
+  flags <- as.integer(f$body[1L])
+  stream <- if (bitwAnd(flags, 1L)) {
+    stopifnot(length(f$body) == 29L)
+    readBin(f$body[-1L], "integer", 7L, size = 4L, endian = "little")
+  }
+  list(flags = flags, stream = stream)
 }
 
 # Poll `cond()` until it is TRUE or `timeout` seconds pass; returns whether
