@@ -178,3 +178,9 @@ local_r_profile <- function(code, frame = parent.frame()) {
   do.call(on.exit, list(as.call(list(restore)), add = TRUE), envir = frame)
   invisible(profile)
 }
+
+# The index part of the error a map's `.stop` raises for element `i` (SPEC
+# 2.4): an rlang bullet when mirai uses cli, the plain form otherwise.
+has_cli <- function() requireNamespace("cli", quietly = TRUE)
+stop_index_text <- function(i)
+  if (has_cli()) sprintf("In index: %d.", as.integer(i)) else sprintf("In index %d:", as.integer(i))
