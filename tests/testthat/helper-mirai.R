@@ -184,3 +184,25 @@ local_r_profile <- function(code, frame = parent.frame()) {
 has_cli <- function() requireNamespace("cli", quietly = TRUE)
 stop_index_text <- function(i)
   if (has_cli()) sprintf("In index: %d.", as.integer(i)) else sprintf("In index %d:", as.integer(i))
+
+# Check `err`, the error a map's `.stop` raised at element `i` whose error
+# message was `msg` (SPEC 2.4): with cli an rlang error attributed to
+# mirai_map() with fields location, name and parent; without cli the plain
+# "In index %d:\n%s".
+expect_stop_error <- function(err, i, msg, name = NULL) {
+  testthat::expect_s3_class(err, "error")
+  if (has_cli()) {
+    testthat::expect_s3_class(err, "rlang_error")
+    testthat::expect_identical(conditionCall(err), quote(mirai_map()))
+    testthat::expect_identical(err$location, as.integer(i))
+    testthat::expect_identical(err$name, name)
+    testthat::expect_identical(err$parent$message, msg)
+    testthat::expect_match(conditionMessage(err), stop_index_text(i), fixed = TRUE)
+  } else {
+    testthat::expect_identical(conditionMessage(err), sprintf("In index %d:\n%s", as.integer(i), msg))
+  }
+}
+
+# The error text of `.flat` for differing types (SPEC 2.4).
+flat_error_text <- function(t1, t2)
+  sprintf("%s outputs of differing type: %s / %s", if (has_cli()) "cannot flatten" else "Cannot flatten", t1, t2)
