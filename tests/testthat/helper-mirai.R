@@ -206,3 +206,14 @@ expect_stop_error <- function(err, i, msg, name = NULL) {
 # The error text of `.flat` for differing types (SPEC 2.4).
 flat_error_text <- function(t1, t2)
   sprintf("%s outputs of differing type: %s / %s", if (has_cli()) "cannot flatten" else "Cannot flatten", t1, t2)
+
+# Set daemons listening at `url` (which launches no local daemons, SPEC
+# 3.1), launch `n` local daemons and wait until all have connected; errors
+# if they do not, so a test cannot hang on tasks nobody will run.
+url_daemons <- function(n, url, ..., .compute = NULL, timeout = 20) {
+  daemons(url = url, ..., .compute = .compute)
+  launch_local(n, .compute = .compute)
+  if (!wait_conn(n, timeout = timeout, .compute = .compute))
+    stop(sprintf("%d daemon(s) did not connect to %s", n, url))
+  invisible(TRUE)
+}
