@@ -151,7 +151,8 @@ test_that("autoexit = FALSE survives the host and serves a new host at the same 
   pid <- mirai(Sys.getpid())[]
   expect_identical(pid, p$get_pid())
   daemons(0)
-  Sys.sleep(1)
+  # a daemon with autoexit = TRUE would be gone within ~200 ms
+  Sys.sleep(0.5)
   expect_true(p$is_alive())
   daemons(url = url, dispatcher = FALSE)
   expect_true(wait_conn(1, timeout = 10))
@@ -201,9 +202,12 @@ test_that("autoexit = NA finishes the task in progress; TRUE does not", {
 
 test_that("asyncdial = TRUE waits for the host to appear", {
   url <- free_tcp_url()
-  p <- r_process(daemon_code(url, "asyncdial = TRUE"))
+  p <- r_process(daemon_code(url, "asyncdial = TRUE", 'cat("DIALLING\\n"); %s'))
   on.exit(kill_process(p))
-  Sys.sleep(1.5)
+  lines <- read_lines_until(p, function(l) any(l == "DIALLING"), timeout = 20)
+  expect_true("DIALLING" %in% lines)
+  # a synchronous dial would fail at once; this one keeps trying
+  Sys.sleep(0.5)
   expect_true(p$is_alive())
   daemons(url = url, dispatcher = FALSE)
   on.exit(daemons(0), add = TRUE)
