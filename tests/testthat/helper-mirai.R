@@ -7,8 +7,11 @@
 TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
 Sys.setenv(MIRAI_SECRET = TEST_SECRET)
 
+# The protocol version of this build (src/rust/src/protocol/handshake.rs).
+PROTOCOL_VERSION <- 4L
+
 # A handshake (HELLO body) as a daemon of this version sends it.
-hello_bytes <- function(protocol = 3L) {
+hello_bytes <- function(protocol = PROTOCOL_VERSION) {
   version <- charToRaw(as.character(utils::packageVersion("mirai")))
   c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version)
 }
@@ -25,6 +28,30 @@ handshake_as_daemon <- function(con, secret = TEST_SECRET) {
   writeBin(frame_bytes(10, .Call(mirai:::wrap__handshake_proof, secret, challenge)), con)
   flush(con)
   challenge
+}
+
+# Read a frame (kind, then u64 LE length, then body) from socket connection
+# `con`; returns list(kind, body), or NULL at end of stream.
+read_frame <- function(con) {
+  header <- readBin(con, "raw", 9L)
+  if (length(header) < 9L) return(NULL)
+  len <- sum(as.numeric(header[2:9]) * 256^(0:7))
+  body <- if (len > 0) readBin(con, "raw", len) else raw(0)
+  list(kind = as.integer(header[1L]), body = body)
+}
+
+# Read the host's WELCOME (kind 2) on `con`: its body is a flags byte and,
+# with flag 1 (a dispatcher), the daemon's random-number stream (7
+# little-endian int32). Returns list(flags, stream), stream NULL if absent.
+read_welcome <- function(con) {
+  f <- read_frame(con)
+  stopifnot(!is.null(f), f$kind == 2L, length(f$body) >= 1L)
+  flags <- as.integer(f$body[1L])
+  stream <- if (bitwAnd(flags, 1L)) {
+    stopifnot(length(f$body) == 29L)
+    readBin(f$body[-1L], "integer", 7L, size = 4L, endian = "little")
+  }
+  list(flags = flags, stream = stream)
 }
 
 # Poll `cond()` until it is TRUE or `timeout` seconds pass; returns whether
@@ -150,4 +177,43 @@ local_r_profile <- function(code, frame = parent.frame()) {
   restore <- function() if (is.na(old)) Sys.unsetenv("R_PROFILE_USER") else Sys.setenv(R_PROFILE_USER = old)
   do.call(on.exit, list(as.call(list(restore)), add = TRUE), envir = frame)
   invisible(profile)
+}
+
+# The index part of the error a map's `.stop` raises for element `i` (SPEC
+# 2.4): an rlang bullet when mirai uses cli, the plain form otherwise.
+has_cli <- function() requireNamespace("cli", quietly = TRUE)
+stop_index_text <- function(i)
+  if (has_cli()) sprintf("In index: %d.", as.integer(i)) else sprintf("In index %d:", as.integer(i))
+
+# Check `err`, the error a map's `.stop` raised at element `i` whose error
+# message was `msg` (SPEC 2.4): with cli an rlang error attributed to
+# mirai_map() with fields location, name and parent; without cli the plain
+# "In index %d:\n%s".
+expect_stop_error <- function(err, i, msg, name = NULL) {
+  testthat::expect_s3_class(err, "error")
+  if (has_cli()) {
+    testthat::expect_s3_class(err, "rlang_error")
+    testthat::expect_identical(conditionCall(err), quote(mirai_map()))
+    testthat::expect_identical(err$location, as.integer(i))
+    testthat::expect_identical(err$name, name)
+    testthat::expect_identical(err$parent$message, msg)
+    testthat::expect_match(conditionMessage(err), stop_index_text(i), fixed = TRUE)
+  } else {
+    testthat::expect_identical(conditionMessage(err), sprintf("In index %d:\n%s", as.integer(i), msg))
+  }
+}
+
+# The error text of `.flat` for differing types (SPEC 2.4).
+flat_error_text <- function(t1, t2)
+  sprintf("%s outputs of differing type: %s / %s", if (has_cli()) "cannot flatten" else "Cannot flatten", t1, t2)
+
+# Set daemons listening at `url` (which launches no local daemons, SPEC
+# 3.1), launch `n` local daemons and wait until all have connected; errors
+# if they do not, so a test cannot hang on tasks nobody will run.
+url_daemons <- function(n, url, ..., .compute = NULL, timeout = 20) {
+  daemons(url = url, ..., .compute = .compute)
+  launch_local(n, .compute = .compute)
+  if (!wait_conn(n, timeout = timeout, .compute = .compute))
+    stop(sprintf("%d daemon(s) did not connect to %s", n, url))
+  invisible(TRUE)
 }

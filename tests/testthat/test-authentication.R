@@ -71,7 +71,7 @@ test_that("a tcp peer without the secret gets no task and learns nothing", {
   })
 })
 
-test_that("launch_remote() commands carry the secret", {
+test_that("launch_remote() commands carry the secret when printed", {
   without_test_secret({
     daemons(url = "tcp://127.0.0.1:0")
     on.exit(daemons(0))
@@ -79,26 +79,33 @@ test_that("launch_remote() commands carry the secret", {
     cmds <- launch_remote(2)
     expect_s3_class(cmds, "miraiLaunchCmd")
     expect_length(cmds, 2L)
-    expect_true(all(startsWith(cmds, paste0("MIRAI_SECRET=", secret, " "))))
-    # the printed command really starts an admitted daemon
-    p <- processx::process$new("/bin/sh", c("-c", cmds[1L]), cleanup = TRUE, cleanup_tree = TRUE)
+    # the values keep the documented text, without the secret
+    expect_true(all(startsWith(unclass(cmds), "Rscript -e ")))
+    expect_false(any(grepl(secret, cmds, fixed = TRUE)))
+    # printed, each is the shell command to run, with the secret in front
+    out <- capture.output(print(cmds))
+    printed <- out[startsWith(out, "MIRAI_SECRET=")]
+    expect_identical(printed, paste0("MIRAI_SECRET=", secret, " ", unclass(cmds)))
+    # the printed command really starts an admitted daemon (this session
+    # has no MIRAI_SECRET for it to inherit)
+    p <- processx::process$new("/bin/sh", c("-c", printed[1L]), cleanup = TRUE, cleanup_tree = TRUE)
     on.exit(kill_process(p), add = TRUE)
     expect_true(wait_conn(1, timeout = 15))
-    expect_identical(mirai("remote")[], "remote")
+    expect_identical(mirai("remote", .timeout = 15000)[], "remote")
   })
 })
 
 test_that("MIRAI_SECRET set on the host is the secret; daemons outlive a host restart", {
   daemons(url = "tcp://127.0.0.1:0")
+  on.exit(daemons(0))
   url <- status()$daemons
   expect_identical(attr(mirai:::.profile(NULL)$host, "secret"), TEST_SECRET)
   p <- r_process(sprintf('mirai::daemon("%s", autoexit = FALSE)', url))
-  on.exit(kill_process(p))
+  on.exit(kill_process(p), add = TRUE, after = FALSE)
   expect_true(wait_conn(1, timeout = 15))
   expect_identical(mirai(Sys.getpid())[], p$get_pid())
   daemons(0)
   daemons(url = url)
-  on.exit(daemons(0), add = TRUE)
   expect_true(wait_conn(1, timeout = 15))
   expect_identical(mirai(Sys.getpid())[], p$get_pid())
 })

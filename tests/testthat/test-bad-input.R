@@ -37,6 +37,7 @@ test_that("daemons() argument errors leave existing daemons working", {
   pid <- mirai(Sys.getpid())[]
   url <- status()$daemons
 
+  # these are checked before the profile is touched
   expect_error(daemons(-1), "the number of daemons must be zero or greater", fixed = TRUE)
   still_works(pid)
   expect_error(daemons("tcp://127.0.0.1:0"), "`n` must be numeric, did you mean to provide `url`?",
@@ -45,68 +46,91 @@ test_that("daemons() argument errors leave existing daemons working", {
   expect_error(daemons(url = 1), "`url` must be of type character, not double", fixed = TRUE)
   expect_error(daemons(url = TRUE), "`url` must be of type character, not logical", fixed = TRUE)
   still_works(pid)
-  expect_error(daemons(1, dispatcher = "yes"), "dispatcher")
-  expect_error(daemons(1, dispatcher = NA), "dispatcher")
-  still_works(pid)
-  expect_error(daemons(1, seed = "a"), "seed")
-  still_works(pid)
   expect_identical(status()$daemons, url)
 })
 
-test_that("invalid URLs error naming the URL, leaving existing daemons working", {
+test_that("bad dispatcher or seed values are R's own errors after the profile is reset", {
+  # existing daemons are reset first (SPEC 3.1), then the value is used
   daemons(1, dispatcher = FALSE)
   on.exit(daemons(0))
-  pid <- mirai(Sys.getpid())[]
-  url <- status()$daemons
+  expect_error(daemons(1, dispatcher = "yes"), "not interpretable as logical", fixed = TRUE)
+  expect_false(daemons_set())
+  daemons(1, dispatcher = FALSE)
+  expect_error(daemons(1, dispatcher = NA), "missing value where TRUE/FALSE needed", fixed = TRUE)
+  expect_false(daemons_set())
+  daemons(1, dispatcher = FALSE)
+  expect_error(suppressWarnings(daemons(1, seed = "a")), "seed")
+  expect_false(daemons_set())
+  # the session is unharmed: daemons can be set again and serve
+  daemons(1, dispatcher = FALSE)
+  expect_identical(mirai(1L + 1L)[], 2L)
+})
 
-  expect_error(daemons(url = "tcp://127.0.0.1", dispatcher = FALSE), "tcp://127.0.0.1", fixed = TRUE)
-  still_works(pid)
-  expect_error(daemons(url = "foo://x", dispatcher = FALSE), "foo://x", fixed = TRUE)
-  still_works(pid)
-  expect_error(daemons(url = "no-scheme", dispatcher = FALSE), "no-scheme", fixed = TRUE)
-  expect_error(daemons(url = "tcp://127.0.0.1:notaport", dispatcher = FALSE), "notaport", fixed = TRUE)
-  expect_error(daemons(url = "tcp://[::1:0", dispatcher = FALSE), "[::1:0", fixed = TRUE)
-  still_works(pid)
-  expect_identical(status()$daemons, url)
+test_that("invalid URLs error with the transport's message; other profiles keep working", {
+  daemons(1, dispatcher = FALSE, .compute = "keep")
+  on.exit({
+    daemons(0, .compute = "keep")
+    daemons(0)
+  })
+  pid <- mirai(Sys.getpid(), .compute = "keep")[]
+  for (u in c("tcp://127.0.0.1", "foo://x", "no-scheme", "tcp://127.0.0.1:notaport", "tcp://[::1:0")) {
+    # an existing profile is reset first, and stays unset after the error
+    daemons(url = "tcp://127.0.0.1:0", dispatcher = FALSE)
+    e <- tryCatch(daemons(url = u, dispatcher = FALSE), error = identity)
+    expect_s3_class(e, "error")
+    expect_match(conditionMessage(e), "^[0-9]+ \\| [A-Z][a-z ]+$")
+    expect_false(daemons_set())
+    expect_identical(mirai(Sys.getpid(), .compute = "keep")[], pid)
+  }
   # an address that cannot be bound
-  expect_error(daemons(url = "tcp://192.0.2.1:0", dispatcher = FALSE), "192.0.2.1", fixed = TRUE)
-  still_works(pid)
+  expect_error(daemons(url = "tcp://192.0.2.1:0", dispatcher = FALSE), "15 | Address invalid", fixed = TRUE)
+  expect_false(daemons_set())
+  expect_identical(status(.compute = "keep")$connections, 1L)
+  expect_identical(mirai(Sys.getpid(), .compute = "keep")[], pid)
 })
 
-test_that("bad daemon settings in `...` error before anything is started", {
-  daemons(1, dispatcher = FALSE)
+test_that("daemon settings in `...` are not validated: unknown names pass, character values are dropped", {
+  daemons(1, dispatcher = FALSE, foo = 1, idletime = "a", cleanup = "yes", autoexit = "x", bar = TRUE)
   on.exit(daemons(0))
+  expect_identical(nextget("dots"), ",foo=1,bar=TRUE")
   pid <- mirai(Sys.getpid())[]
-  expect_error(daemons(1, dispatcher = FALSE, foo = 1), "foo")
-  expect_error(daemons(1, dispatcher = FALSE, maxtasks = -1), "maxtasks")
-  expect_error(daemons(1, dispatcher = FALSE, idletime = "a"), "idletime")
-  expect_error(daemons(1, dispatcher = FALSE, walltime = c(1, 2)), "walltime")
-  expect_error(daemons(1, dispatcher = FALSE, cleanup = "yes"), "cleanup")
-  expect_error(daemons(1, dispatcher = FALSE, output = NA), "output")
-  expect_error(daemons(1, dispatcher = FALSE, asyncdial = 1), "asyncdial")
-  expect_error(daemons(1, dispatcher = FALSE, autoexit = "x"), "autoexit")
   still_works(pid)
-  expect_error(launch_local(1, bogus = TRUE), "bogus")
-  expect_error(launch_local(-1), "`n`")
-  still_works(pid)
-  # daemon() itself validates
+  expect_match(proc_cmdline(pid), "mirai::daemon(", fixed = TRUE)
+  expect_match(proc_cmdline(pid), ",foo=1,bar=TRUE", fixed = TRUE)
+  # launch_local() settings replace the stored ones, unknown ones included
+  expect_identical(launch_local(1, bogus = TRUE, output = "no"), 1)
+  expect_true(wait_conn(2))
+  pids <- unlist(collect_mirai(list(mirai(Sys.getpid()), mirai(Sys.getpid()))))
+  expect_true(pid %in% pids)
+  other <- setdiff(pids, pid)
+  expect_length(other, 1L)
+  expect_match(proc_cmdline(other), ",bogus=TRUE", fixed = TRUE)
+  expect_false(grepl("foo=1", proc_cmdline(other), fixed = TRUE))
+  # daemon() itself ignores unknown arguments; a failed dial errors at once
+  # with the transport's message
   expect_error(daemon(1), "url")
-  expect_error(daemon("tcp://127.0.0.1:1", maxtasks = -5), "maxtasks")
-  still_works(pid)
+  t0 <- Sys.time()
+  expect_error(daemon("tcp://127.0.0.1:1", maxtasks = -5, timerstart = 0, unknown = "x"),
+               "6 | Connection refused", fixed = TRUE)
+  expect_lt(as.numeric(difftime(Sys.time(), t0, units = "secs")), 5)
+  expect_false(on_daemon())
+  still_works_2 <- unlist(collect_mirai(list(mirai(Sys.getpid()), mirai(Sys.getpid()))))
+  expect_setequal(still_works_2, pids)
 })
 
 test_that("mirai_map() argument errors", {
   expect_false(daemons_set())
-  expect_error(mirai_map(1:3, 1), "`.f` must be of type function, not double", fixed = TRUE)
-  expect_error(mirai_map(1:3, "sum"), "`.f` must be of type function, not character", fixed = TRUE)
-  # no daemons: a clear error pointing to daemons()
+  # no daemons: a clear error pointing to daemons(), checked before `.f`
   expect_error(mirai_map(1:3, identity), "daemons(", fixed = TRUE)
+  expect_error(mirai_map(1:3, 1), "No daemons set.", fixed = TRUE)
   daemons(1, dispatcher = FALSE)
   on.exit(daemons(0))
   pid <- mirai(Sys.getpid())[]
   expect_error(mirai_map(1:3, 1), "`.f` must be of type function, not double", fixed = TRUE)
-  expect_error(mirai_map(1:3, function(x, y) x, .args = list(1)),
-               "all items in `.args` must be named, unless supplying an environment", fixed = TRUE)
+  expect_error(mirai_map(1:3, "sum"), "`.f` must be of type function, not character", fixed = TRUE)
+  still_works(pid)
+  # unnamed `.args` are not an error in a map: they are passed positionally
+  expect_identical(mirai_map(1:3, function(x, y) x + y, .args = list(10L))[], list(11L, 12L, 13L))
   still_works(pid)
   expect_identical(mirai_map(1:2, function(x) x + 1L)[], list(2L, 3L))
 })

@@ -24,7 +24,20 @@ test_that("maxtasks = 1: each daemon exits after one task", {
   p2 <- mirai(Sys.getpid())[]
   expect_false(p1 == p2)
   expect_true(wait_conn(0, timeout = 5))
+  # without dispatcher info() has no counts beyond connections
+  expect_identical(info()[["connections"]], 0L)
+  expect_identical(info()[["cumulative"]], NA_integer_)
+})
+
+test_that("maxtasks = 1 with dispatcher: each daemon serves one task, cumulative counts both", {
+  daemons(2, maxtasks = 1)
+  on.exit(daemons(0))
+  ms <- list(mirai(Sys.getpid()), mirai(Sys.getpid()))
+  pids <- unlist(collect_mirai(ms))
+  expect_false(pids[1L] == pids[2L])
+  expect_true(wait_conn(0, timeout = 5))
   expect_identical(info()[["cumulative"]], 2L)
+  expect_identical(info()[["completed"]], 2L)
 })
 
 test_that("idletime: a daemon exits after being idle that long", {
@@ -52,26 +65,43 @@ test_that("daemon() returns its exit code", {
   on.exit(daemons(0, .compute = "codes_b"), add = TRUE)
   url_c <- tcp_host(.compute = "codes_c")
   on.exit(daemons(0, .compute = "codes_c"), add = TRUE)
+  url_d <- tcp_host(.compute = "codes_d")
+  on.exit(daemons(0, .compute = "codes_d"), add = TRUE)
   wrap <- 'cat("EXITCODE", %s, "\\n")'
   procs <- list(
     maxtasks = r_process(daemon_code(url_a, "maxtasks = 1", wrap)),
     idletime = r_process(daemon_code(url_b, "idletime = 300", wrap)),
-    walltime = r_process(daemon_code(url_b, "walltime = 300", wrap)),
+    # [QUIRK] walltime shorter than idletime (Inf): an idle daemon exits
+    # after walltime with the idletime code
+    walltime_idle = r_process(daemon_code(url_b, "walltime = 300", wrap)),
+    walltime = r_process(daemon_code(url_d, "walltime = 1500", wrap)),
     ended = r_process(daemon_code(url_c, "", wrap))
   )
   on.exit(lapply(procs, kill_process), add = TRUE)
+  expect_true(wait_conn(1, timeout = 15, .compute = "codes_d"))
+  # the first task outlasts the walltime; the second, already queued at the
+  # daemon, is received after it: it is still run and its result delivered
+  m_long <- mirai({
+    Sys.sleep(2)
+    "long"
+  }, .compute = "codes_d")
+  m_last <- mirai("last", .compute = "codes_d")
   expect_true(wait_conn(1, timeout = 15, .compute = "codes_a"))
   expect_identical(mirai(1L, .compute = "codes_a")[], 1L)
   expect_true(wait_conn(1, timeout = 15, .compute = "codes_c"))
   daemons(0, .compute = "codes_c")
+  expect_identical(m_long[], "long")
+  expect_identical(m_last[], "last")
   codes <- lapply(procs, function(p) {
     lines <- read_lines_until(p, function(l) any(grepl("EXITCODE", l)), timeout = 20)
     trimws(sub("EXITCODE", "", grep("EXITCODE", lines, value = TRUE)))
   })
   expect_identical(codes$maxtasks, "3")
   expect_identical(codes$idletime, "1")
+  expect_identical(codes$walltime_idle, "1")
   expect_identical(codes$walltime, "2")
   expect_identical(codes$ended, "0")
+  expect_identical(nextcode(as.integer(codes$walltime)), "2 | Daemon walltime limit reached")
 })
 
 test_that("output = TRUE keeps a daemon's stdout; FALSE discards it", {
@@ -101,7 +131,6 @@ test_that("local daemons with output = TRUE print to the host's console", {
     "daemons(1, dispatcher = FALSE, output = FALSE, .compute = 'b')",
     "invisible(mirai({cat('FROM-A\\n'); flush(stdout())}, .compute = 'a')[])",
     "invisible(mirai({cat('FROM-B\\n'); flush(stdout())}, .compute = 'b')[])",
-    "Sys.sleep(0.5)",
     "daemons(0, .compute = 'a'); daemons(0, .compute = 'b')",
     "cat('HOST-DONE\\n')",
     sep = "; "
@@ -122,7 +151,8 @@ test_that("autoexit = FALSE survives the host and serves a new host at the same 
   pid <- mirai(Sys.getpid())[]
   expect_identical(pid, p$get_pid())
   daemons(0)
-  Sys.sleep(1)
+  # a daemon with autoexit = TRUE would be gone within ~200 ms
+  Sys.sleep(0.5)
   expect_true(p$is_alive())
   daemons(url = url, dispatcher = FALSE)
   expect_true(wait_conn(1, timeout = 10))
@@ -146,13 +176,17 @@ test_that("autoexit = NA finishes the task in progress; TRUE does not", {
   expect_true(wait_conn(1, timeout = 15, .compute = "ae_true"))
   f_na <- tempfile()
   f_true <- tempfile()
+  s_na <- tempfile()
+  s_true <- tempfile()
   task <- quote({
+    file.create(s)
     Sys.sleep(1.5)
     writeLines("finished", f)
   })
-  m_na <- mirai(task, f = f_na, .compute = "ae_na")
-  m_true <- mirai(task, f = f_true, .compute = "ae_true")
-  Sys.sleep(0.5)
+  m_na <- mirai(task, f = f_na, s = s_na, .compute = "ae_na")
+  m_true <- mirai(task, f = f_true, s = s_true, .compute = "ae_true")
+  # both tasks are running
+  expect_true(wait_for(function() file.exists(s_na) && file.exists(s_true), timeout = 10))
   t0 <- Sys.time()
   daemons(0, .compute = "ae_na")
   daemons(0, .compute = "ae_true")
@@ -168,9 +202,12 @@ test_that("autoexit = NA finishes the task in progress; TRUE does not", {
 
 test_that("asyncdial = TRUE waits for the host to appear", {
   url <- free_tcp_url()
-  p <- r_process(daemon_code(url, "asyncdial = TRUE"))
+  p <- r_process(daemon_code(url, "asyncdial = TRUE", 'cat("DIALLING\\n"); %s'))
   on.exit(kill_process(p))
-  Sys.sleep(1.5)
+  lines <- read_lines_until(p, function(l) any(l == "DIALLING"), timeout = 20)
+  expect_true("DIALLING" %in% lines)
+  # a synchronous dial would fail at once; this one keeps trying
+  Sys.sleep(0.5)
   expect_true(p$is_alive())
   daemons(url = url, dispatcher = FALSE)
   on.exit(daemons(0), add = TRUE)

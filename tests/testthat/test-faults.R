@@ -6,11 +6,13 @@ test_that("a daemon killed mid-task resolves its mirai to errorValue 19", {
   daemons(1, dispatcher = FALSE, .compute = "victim")
   on.exit(daemons(0, .compute = "victim"))
   pid <- mirai(Sys.getpid(), .compute = "victim")[]
+  started <- tempfile()
   m <- mirai({
+    file.create(started)
     Sys.sleep(10)
     1
-  }, .compute = "victim")
-  Sys.sleep(0.3)
+  }, started = started, .compute = "victim")
+  expect_true(wait_for(function() file.exists(started)))
   expect_true(unresolved(m))
   t0 <- Sys.time()
   tools::pskill(pid, tools::SIGKILL)
@@ -79,8 +81,9 @@ test_that("a daemon busy in a long task exits within 2 seconds when its host is 
     "library(mirai)",
     "daemons(1, dispatcher = FALSE)",
     "cat('PID', mirai(Sys.getpid())[], '\\n')",
-    "m <- mirai(Sys.sleep(30))",
-    "Sys.sleep(0.5)",
+    sprintf("f <- '%s'", tempfile()),
+    "m <- mirai({file.create(f); Sys.sleep(30)}, f = f)",
+    "while (!file.exists(f)) Sys.sleep(0.02)",
     "cat('BUSY\\n')",
     "Sys.sleep(60)",
     sep = "; "
@@ -164,8 +167,10 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   # a peer passing the handshake, then speaking nonsense, is dropped again
   con <- open_peer()
   handshake_as_daemon(con)
-  welcome <- readBin(con, "raw", 9L)
-  expect_identical(welcome[1L], as.raw(2)) # WELCOME
+  # a host without dispatcher welcomes with an empty set-up
+  welcome <- read_welcome(con)
+  expect_identical(welcome$flags, 0L)
+  expect_null(welcome$stream)
   expect_true(wait_conn(2, timeout = 5))
   writeBin(frame_bytes(99, as.raw(1:20)), con)
   flush(con)
@@ -181,6 +186,32 @@ test_that("hostile bytes at a listening URL are dropped without harm to the host
   # the silent peer has been dropped by now (within the handshake timeout)
   expect_true(peer_closed(silent, timeout = max(1, 15 - elapsed(silent_opened))))
   host_answers()
+})
+
+test_that("a dispatcher's WELCOME gives each daemon the next random-number stream", {
+  s0 <- s0_predicted()
+  daemons(url = "tcp://127.0.0.1:0")
+  on.exit(daemons(0))
+  url <- status()$daemons
+  cons <- list()
+  on.exit(for (con in cons) try(close(con), silent = TRUE), add = TRUE, after = FALSE)
+  # the k-th daemon to connect gets N^k(S0)
+  for (k in 1:2) {
+    con <- socketConnection(url_host(url), url_port(url), open = "r+b", blocking = TRUE, timeout = 15)
+    cons[[k]] <- con
+    handshake_as_daemon(con)
+    welcome <- read_welcome(con)
+    expect_identical(welcome$flags, 1L)
+    expect_identical(welcome$stream, nrs(s0, k))
+    expect_true(wait_conn(k, timeout = 5))
+  }
+  # the played daemons leaving do not disturb the host: a real one serves,
+  # with the third stream
+  for (con in cons) close(con)
+  cons <- list()
+  expect_true(wait_conn(0, timeout = 5))
+  launch_local(1)
+  expect_identical(mirai(.Random.seed)[], nrs(s0, 3L))
 })
 
 test_that("a daemon of a different version is refused and exits with a clear message", {

@@ -5,8 +5,10 @@ interruptible_session <- function(wait_expr) {
     "library(mirai)",
     "daemons(1, dispatcher = FALSE)",
     "m <- mirai(Sys.sleep(30))",
-    "cat('WAITING\\n')",
-    sprintf("r <- tryCatch({ %s; 'not interrupted' }, interrupt = function(e) 'interrupted')", wait_expr),
+    # WAITING is printed inside the handler's scope: an interrupt sent after
+    # it is always caught here
+    sprintf("r <- tryCatch({ cat('WAITING\\n'); %s; 'not interrupted' }, interrupt = function(e) 'interrupted')",
+            wait_expr),
     "cat(r, '\\n')",
     "daemons(0)",
     "cat('AFTER', mirai(1 + 1)[], '\\n')",
@@ -19,7 +21,9 @@ check_interrupt <- function(wait_expr) {
   on.exit(kill_process(p))
   lines <- read_lines_until(p, function(l) any(grepl("WAITING", l)), timeout = 30)
   expect_true(any(grepl("WAITING", lines)))
-  Sys.sleep(2)
+  # give it time to be inside the wait (which cannot end on its own: the
+  # task sleeps 30 s)
+  Sys.sleep(0.5)
   expect_true(p$is_alive())
   t0 <- Sys.time()
   p$interrupt()

@@ -66,7 +66,8 @@ test_that("language objects and symbols bound to them are evaluated", {
   expr <- quote(a * b)
   expect_identical(mirai(.expr = expr, .args = list(a = 2, b = 21))[], 42)
   expect_identical(mirai(expr, a = 3, b = 4)[], 12)
-  expect_identical(mirai(.expr = quote(2 * 3))[], 6)
+  # .expr itself is the expression: a quote() call evaluates to the call
+  expect_identical(mirai(.expr = quote(2 * 3))[], quote(2 * 3))
   block <- quote({
     v <- 1:10
     sum(v)
@@ -230,7 +231,7 @@ test_that("race_mirai() errors without daemons", {
   expect_error(race_mirai(list()), "daemons must be set to use this function", fixed = TRUE)
 })
 
-test_that("stop_mirai() cancels an unresolved mirai, FALSE when already resolved", {
+test_that("stop_mirai() without dispatcher resolves to 20 at once but returns FALSE", {
   daemons(1, dispatcher = FALSE)
   on.exit(daemons(0))
   m <- mirai({
@@ -238,7 +239,8 @@ test_that("stop_mirai() cancels an unresolved mirai, FALSE when already resolved
     1
   })
   t0 <- Sys.time()
-  expect_true(stop_mirai(m))
+  # no dispatcher holds the task: nobody is told, so FALSE
+  expect_false(stop_mirai(m))
   expect_false(unresolved(m))
   expect_lt(as.numeric(difftime(Sys.time(), t0, units = "secs")), 0.9)
   expect_s3_class(m$data, "errorValue")
@@ -254,10 +256,38 @@ test_that("stop_mirai() cancels an unresolved mirai, FALSE when already resolved
     Sys.sleep(1)
     1
   }), done)
+  expect_identical(stop_mirai(ms), c(FALSE, FALSE))
+  expect_identical(unclass(ms[[1]]$data), 20L)
+  expect_identical(done$data, 3)
+  expect_false(stop_mirai(NULL))
+  # the daemon carries on serving (after running the tasks to completion)
+  expect_identical(mirai("next")[], "next")
+})
+
+test_that("stop_mirai() with dispatcher cancels and returns TRUE, FALSE when already resolved", {
+  daemons(1)
+  on.exit(daemons(0))
+  m <- mirai({
+    Sys.sleep(5)
+    1
+  })
+  t0 <- Sys.time()
+  expect_true(stop_mirai(m))
+  expect_identical(unclass(m$data), 20L)
+  expect_false(stop_mirai(m))
+  done <- mirai(3)
+  expect_identical(done[], 3)
+  expect_false(stop_mirai(done))
+  ms <- list(mirai({
+    Sys.sleep(5)
+    1
+  }), done)
   expect_identical(stop_mirai(ms), c(TRUE, FALSE))
   expect_identical(unclass(ms[[1]]$data), 20L)
-  # the daemon carries on serving
+  expect_identical(done$data, 3)
+  # the running task was interrupted: the daemon serves the next one at once
   expect_identical(mirai("next")[], "next")
+  expect_lt(as.numeric(difftime(Sys.time(), t0, units = "secs")), 4.5)
 })
 
 test_that("on_daemon() is FALSE on the host and TRUE inside a mirai", {
@@ -352,7 +382,8 @@ test_that("an ephemeral mirai can be stopped", {
     Sys.sleep(1)
     1
   })
-  expect_true(stop_mirai(m))
+  # an ephemeral daemon has no dispatcher: FALSE, yet 20 at once
+  expect_false(stop_mirai(m))
   expect_identical(unclass(m$data), 20L)
   expect_false(stop_mirai(m))
 })

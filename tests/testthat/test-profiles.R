@@ -96,4 +96,9 @@ test_that("everywhere(), race_mirai() and mirai_map() honour .compute", {
   stop_mirai(ms)
   expect_identical(nextget("url", .compute = "p1"), status(.compute = "p1")$daemons)
   expect_length(nextstream(.compute = "p2"), 7L)
+  # nextget() and nextstream() default to the "default" profile, not the
+  # current one; status() follows the current one
+  expect_null(with_daemons("p1", nextget("url")))
+  expect_null(with_daemons("p1", nextstream()))
+  expect_identical(with_daemons("p1", status()$daemons), status(.compute = "p1")$daemons)
 })
