@@ -21,8 +21,8 @@
 //! error cannot leave it borrowed.
 
 use super::api::{
-    R_MakeActiveBinding, R_MakeWeakRefC, R_WeakRefKey, R_removeVarFromFrame,
-    Rf_ScalarLogical, Rf_eval, Rf_lang2, Rf_mkChar, Rf_mkString,
+    R_MakeActiveBinding, R_MakeWeakRefC, R_WeakRefKey, R_removeVarFromFrame, Rf_ScalarLogical,
+    Rf_eval, Rf_lang2, Rf_mkChar, Rf_mkString,
 };
 use super::unwind::{protect, RFailure};
 use crate::aio::{self, Aio, Outcome};
