@@ -314,7 +314,8 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh",
       stop(sprintf("`remotes`: '%s' is not of the form ssh://[user@]host[:port]", r),
            call. = FALSE)
     user <- sub(pattern, "\\2", r)
-    host <- sub(pattern, "\\3", r)
+    # (ssh takes an IPv6 address without its brackets)
+    host <- sub("^\\[(.*)\\]$", "\\1", sub(pattern, "\\3", r))
     port <- sub(pattern, "\\5", r)
     c(sprintf("-o ConnectTimeout=%s -fTp %s", as.character(timeout),
               if (nzchar(port)) port else "22"),

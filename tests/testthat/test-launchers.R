@@ -111,6 +111,8 @@ test_that("ssh_config() builds the commands; bad input errors", {
   expect_true(cfg$quote)
   expect_false(cfg$tunnel)
   expect_false(ssh_config("ssh://node", tunnel = NA)$tunnel)
+  # ssh takes IPv6 addresses without brackets
+  expect_identical(ssh_config("ssh://u@[::1]:2200")$args, list(c("-o ConnectTimeout=10 -fTp 2200", "u@::1", ".")))
   expect_error(ssh_config("node"), "ssh://")
   expect_error(ssh_config(1), "`remotes`")
   # tunnelling needs a 127.0.0.1 host URL, checked before anything runs

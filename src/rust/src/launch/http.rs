@@ -490,7 +490,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                     }
                 }
             }
-            if body.len() + size > MAX_BODY {
+            if size > MAX_BODY - body.len() {
                 return Err(HttpError::TooLarge("body", MAX_BODY));
             }
             body.extend(self.exactly(size).await?);
