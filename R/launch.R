@@ -225,14 +225,17 @@ print.miraiLaunchCmd <- function(x, ...) {
   res
 }
 
-# The daemon() call for a profile's next daemon (taking its stream).
+# The daemon() call for a profile's next daemon. Without dispatcher and
+# seed, it takes the profile's next stream (with dispatcher, daemons get
+# theirs from the dispatcher and the profile's cursor is left alone).
 .daemon_call <- function(profile, dots, tls) {
-  rs <- if (is.null(profile$seed)) .next_stream(profile)
   tls <- switch(length(tls) + 1L, "", sprintf(",tlscert=\"%s\"", tls),
                 sprintf(",tlscert=c(\"%s\",\"%s\")", tls[1L], tls[2L]))
-  if (is.null(profile$dispatcher))
+  if (is.null(profile$dispatcher)) {
+    rs <- if (is.null(profile$seed)) .next_stream(profile)
     return(sprintf("mirai::daemon(\"%s\",dispatcher=FALSE%s%s,rs=c(%s))", profile$url, dots, tls,
                    paste(rs, collapse = ",")))
+  }
   sprintf("mirai::daemon(\"%s\"%s%s)", profile$url, dots, tls)
 }
 

@@ -69,7 +69,7 @@ test_that("daemons(url = local_url()) + launch_local() connect daemons later", {
   expect_identical(status()$connections, 0L)
   expect_identical(status()$daemons, url)
   expect_identical(nextget("url"), url)
-  expect_identical(launch_local(2), 2L)
+  expect_identical(launch_local(2L), 2L)
   expect_true(wait_conn(2, timeout = 10))
   expect_length(daemon_pids(), 2L)
   launch_local(1)
