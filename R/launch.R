@@ -11,17 +11,29 @@
 #' replace them for this call), its TLS certificate, and without
 #' dispatcher its random-number stream (`rs`).
 #'
-#' @param n integer number of daemons to launch. For `launch_remote()`, may
-#'   also be a 'miraiCluster' or 'miraiNode'.
+#' @param n the number of daemons to launch: a single non-negative number
+#'   (a fraction is truncated). For `launch_remote()`, may also be a
+#'   'miraiCluster' (one daemon per node) or 'miraiNode' (one daemon), whose
+#'   compute profile is then used.
 #' @param ... daemon settings (see [daemon()]); if none are given, those
 #'   the profile was set with are used.
 #' @param remote a launch configuration from [remote_config()],
 #'   [ssh_config()], [cluster_config()] or [http_config()].
 #' @inheritParams mirai
-#' @return `launch_local()`: `n`. `launch_remote()`: the launch commands, a
-#'   character vector of class 'miraiLaunchCmd' (printed one by one), also
-#'   when it ran them; for [http_config()], invisibly, the list of the
-#'   servers' responses.
+#' @return `launch_local()`: `n`, as given. `launch_remote()`: the launch
+#'   commands, a character vector of class 'miraiLaunchCmd' (printed one by
+#'   one), also when it ran them; for [http_config()], invisibly, the list
+#'   of the servers' responses, one per daemon, each a list of `status`
+#'   (the integer status code), `headers` (a named character vector) and
+#'   `data` (the body as a character string).
+#'
+#' @details `launch_remote()` with a command (e.g. [ssh_config()] or
+#'   [cluster_config()]) runs it in the background and does not wait: its
+#'   messages, such as an SSH connection failure, appear on the console,
+#'   and daemons that start connect whenever they are ready (see
+#'   [status()]). With [http_config()], each request must be answered with
+#'   a 2xx status within 5 seconds, else `launch_remote()` stops with an
+#'   error (and `daemons(url = , remote = )` resets the profile).
 #'
 #' @section Authentication:
 #' A host admits only daemons that prove they know its secret: a random
@@ -53,30 +65,35 @@
 #' @export
 launch_local <- function(n = 1L, ..., .compute = NULL) {
   profile <- .launchable_profile(.compute)
+  count <- .launch_count(n)
   dots <- if (...length()) .launch_settings(profile, list(...)) else profile$dots
-  .launch_local(profile, n, dots, profile$tls)
+  .launch_local(profile, count, dots, profile$tls)
   n
 }
 
 #' @rdname launch_local
 #' @export
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
+  call <- sys.call()
   if (inherits(n, c("miraiCluster", "miraiNode"))) {
     .compute <- attr(n, "id")
     n <- max(length(n), 1L)
   }
-  n <- as.integer(n)
   profile <- .launchable_profile(.compute)
+  n <- .launch_count(n)
+  if (!is.list(remote))
+    .abort("`remote` must be a launch configuration, e.g. from remote_config()", call)
   dots <- if (...length()) .launch_settings(profile, list(...)) else profile$dots
   command <- function() .daemon_call(profile, dots, profile$tls)
-  if (identical(remote[["type"]], "http")) return(invisible(.launch_http(n, remote, command)))
+  if (identical(remote[["type"]], "http"))
+    return(invisible(.launch_http(n, remote, command, call)))
   args <- if (length(remote[["command"]])) remote[["args"]]
   if (is.list(args)) {
     if (isTRUE(remote[["tunnel"]])) args <- .ssh_tunnel(args, profile$url)
     if (length(args) == 1L) {
       args <- args[[1L]]
     } else if (n != 1L && n != length(args)) {
-      stop("`n` must equal the length of `args`, or either must be 1")
+      .abort("`n` must equal the length of `args`, or either must be 1", call)
     }
   }
   count <- if (is.list(args)) length(args) else n
@@ -88,6 +105,14 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
       .run_launch(remote, if (is.list(args)) args[[i]] else args, .with_secret(cmds[i]))
   }
   cmds
+}
+
+# The number of daemons `n` given to a launcher, as an integer: a single
+# non-negative number (a fraction is truncated).
+.launch_count <- function(n, call = sys.call(-1L)) {
+  if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0 || n >= 2^31)
+    .abort("`n` must be a single non-negative number of daemons", call)
+  as.integer(n)
 }
 
 # A launch command as it must be run: with the secret of the host it dials
@@ -137,37 +162,81 @@ print.miraiLaunchCmd <- function(x, ...) {
   })
 }
 
-# Launch through an HTTP API: one request per daemon; the list of the
-# responses' status codes.
-.launch_http <- function(n, remote, command) {
+# Launch through an HTTP API (see http_config()): one request per daemon,
+# whose body is `data` with the daemon's call, escaped for a JSON string,
+# in place of its `%s`. The list of the responses; an error for the first
+# request that fails or is answered with a status other than 2xx.
+.launch_http <- function(n, remote, next_call, call) {
   value <- function(x) if (is.function(x)) x() else x
-  url <- value(remote[["url"]])
+  # (`data` first: the Posit Workbench default says what it lacks)
   data <- remote[["data"]]
-  if (is.function(data)) data <- do.call(data, remote[["dots"]])
+  if (is.function(data)) data <- do.call(data, as.list(remote[["dots"]]))
+  url <- value(remote[["url"]])
   headers <- value(remote[["headers"]])
   if (!is.null(remote[["cookie"]])) headers <- c(headers, Cookie = value(remote[["cookie"]]))
   if (!is.null(remote[["token"]]))
     headers <- c(headers, Authorization = sprintf("Bearer %s", value(remote[["token"]])))
-  headers <- unlist(headers) %||% character()
-  lapply(seq_len(n), function(i) {
-    cmd <- command()
-    cmd <- gsub("\n", "\\n", gsub("\"", "\\\"", gsub("\\", "\\\\", cmd, fixed = TRUE),
-                                  fixed = TRUE), fixed = TRUE)
-    .Call(wrap__http_request, url, remote[["method"]], headers, sprintf(data, cmd), 5)
+  headers <- .http_headers(headers, call)
+  method <- remote[["method"]]
+  string <- function(x) is.character(x) && length(x) == 1L && !is.na(x)
+  if (!string(url)) .abort("`url` must be a character string (or a function returning one)", call)
+  if (!string(method)) .abort("`method` must be a character string", call)
+  if (!string(data) || !grepl("%s", data, fixed = TRUE))
+    .abort("`data` must be a character string (or a function returning one) with a `%s` where the daemon's call goes", call)
+  calls <- vapply(seq_len(n), function(i) .json_escape(next_call()), character(1L))
+  lapply(sprintf(data, calls), function(body) {
+    res <- .http_request(url, method, headers, body, call = call)
+    if (res$status < 200L || res$status > 299L) {
+      detail <- substr(trimws(res$data), 1L, 200L)
+      .abort(sprintf("HTTP request to '%s' failed: status %d%s", url, res$status,
+                     if (nzchar(detail)) paste0(": ", detail) else ""), call)
+    }
+    res
   })
 }
 
-# The daemon() call for a profile's next daemon. Without dispatcher (and
-# seed) it takes the profile's next stream; with one, the dispatcher gives
-# each daemon its stream and the cursor is left alone.
+# Text escaped for the inside of a JSON string (as SPEC 4.3 has it:
+# backslash, double quote, newline).
+.json_escape <- function(x)
+  gsub("\n", "\\n", gsub("\"", "\\\"", gsub("\\", "\\\\", x, fixed = TRUE), fixed = TRUE),
+       fixed = TRUE)
+
+# Request headers as a named character vector.
+.http_headers <- function(headers, call) {
+  if (is.null(headers)) return(character())
+  if (is.list(headers)) headers <- unlist(headers)
+  nms <- names(headers)
+  if (!is.atomic(headers) || (length(headers) && (is.null(nms) || !all(nzchar(nms)) || anyNA(headers))))
+    .abort("`headers` must be a named character vector (or a function returning one)", call)
+  structure(as.character(headers), names = nms)
+}
+
+# One HTTP(S) request, waited for interruptibly: list(status = <integer>,
+# headers = <named character>, data = <the body as text>). An error if no
+# response comes (connection, TLS, timeout, malformed answer). For
+# https://, the system's certificate authorities are trusted, or instead
+# those in the PEM file that MIRAI_HTTP_CAFILE names.
+.http_request <- function(url, method = "GET", headers = character(), body = "", timeout = 5,
+                          call = sys.call(-1L)) {
+  res <- .Call(wrap__http_request, url, method, headers, body, timeout,
+               Sys.getenv("MIRAI_HTTP_CAFILE"))
+  if (is.null(res)) .interrupt()
+  if (is.character(res)) .abort(res, call)
+  res
+}
+
+# The daemon() call for a profile's next daemon. Without dispatcher and
+# seed, it takes the profile's next stream (with dispatcher, daemons get
+# theirs from the dispatcher and the profile's cursor is left alone).
 .daemon_call <- function(profile, dots, tls) {
   tls <- switch(length(tls) + 1L, "", sprintf(",tlscert=\"%s\"", tls),
                 sprintf(",tlscert=c(\"%s\",\"%s\")", tls[1L], tls[2L]))
-  if (!is.null(profile$dispatcher))
-    return(sprintf("mirai::daemon(\"%s\"%s%s)", profile$url, dots, tls))
-  rs <- if (is.null(profile$seed)) .next_stream(profile)
-  sprintf("mirai::daemon(\"%s\",dispatcher=FALSE%s%s,rs=c(%s))", profile$url, dots, tls,
-          paste(rs, collapse = ","))
+  if (is.null(profile$dispatcher)) {
+    rs <- if (is.null(profile$seed)) .next_stream(profile)
+    return(sprintf("mirai::daemon(\"%s\",dispatcher=FALSE%s%s,rs=c(%s))", profile$url, dots, tls,
+                   paste(rs, collapse = ",")))
+  }
+  sprintf("mirai::daemon(\"%s\"%s%s)", profile$url, dots, tls)
 }
 
 # Daemon settings given to a launcher: as daemons() normalises them; a
@@ -214,7 +283,7 @@ print.miraiLaunchCmd <- function(x, ...) {
 #' @export
 remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript", quote = FALSE) {
   for (a in if (is.list(args)) args else list(args)) {
-    if (!any(a == "."))
+    if (!any(a == ".", na.rm = TRUE))
       stop("`.` must be an element of the character vector(s) supplied to `args`", call. = FALSE)
   }
   list(command = command, args = args, rscript = rscript, quote = quote, tunnel = FALSE)
@@ -248,7 +317,8 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh",
       stop(sprintf("`remotes`: '%s' is not of the form ssh://[user@]host[:port]", r),
            call. = FALSE)
     user <- sub(pattern, "\\2", r)
-    host <- sub(pattern, "\\3", r)
+    # (ssh takes an IPv6 address without its brackets)
+    host <- sub("^\\[(.*)\\]$", "\\1", sub(pattern, "\\3", r))
     port <- sub(pattern, "\\5", r)
     c(sprintf("-o ConnectTimeout=%s -fTp %s", as.character(timeout),
               if (nzchar(port)) port else "22"),
@@ -289,29 +359,60 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
 #'
 #' A launch configuration for [launch_remote()] and `daemons(remote = )`
 #' that starts each daemon through an HTTP API: one request per daemon
-#' whose body carries the daemon's command. The defaults launch jobs on
+#' whose body carries the daemon's call. The defaults launch jobs on
 #' Posit Workbench from a session running there.
 #'
-#' @param url the API endpoint, or a function returning it (called once per
-#'   launch).
-#' @param method the HTTP method.
+#' @param url the API endpoint (`http://` or `https://`), or a function
+#'   returning it.
+#' @param method the HTTP method, e.g. `"POST"` or `"PUT"`.
 #' @param headers a named character vector (or list) of request headers, or
 #'   a function returning one.
-#' @param data the request body: a format string in which `%s` is replaced
-#'   by the daemon's command escaped for a JSON string, or a function
+#' @param data the request body: a [sprintf()] format string in which `%s`
+#'   is replaced by the daemon's call, escaped for the inside of a JSON
+#'   string (backslashes, double quotes and newlines), or a function
 #'   returning one (called with the arguments in `...`).
 #' @param ... arguments for `data` when it is a function. For the Posit
-#'   Workbench default: `rscript`, `job_name`, `cluster`,
-#'   `resource_profile`, `cpus`, `memory`.
+#'   Workbench default: `rscript` (default `"Rscript"`), `job_name`
+#'   (`"mirai_daemon"`), `cluster` (the name of a compute cluster; the
+#'   first by default), `resource_profile` (the name of one of its
+#'   resource profiles), or `cpus` and `memory` (MB) for custom resources
+#'   (defaults 1 and 512 when either is given); with none of these, the
+#'   cluster's first resource profile.
 #' @param cookie (optional) a Cookie header value, or a function returning
-#'   one.
-#' @param token (optional) a bearer token (sent as `Authorization: Bearer
-#'   <token>`), or a function returning one.
-#' @return A list: `type`, `url`, `method`, `headers`, `data`, `dots`,
-#'   `cookie`, `token`.
+#'   one, added to the headers.
+#' @param token (optional) a bearer token, or a function returning one,
+#'   added as the header `Authorization: Bearer <token>`.
+#' @return A list: `type`, `url`, `method`, `headers`, `data`, `dots` (the
+#'   arguments in `...`), `cookie`, `token`. Creating it does no work: the
+#'   functions are called when launching, once per [launch_remote()] call.
+#'
+#' @details Each request is made over a new connection and must be answered
+#'   within 5 seconds with a 2xx status; [launch_remote()] returns the
+#'   responses. For `https://` URLs the server's certificate is verified
+#'   against the system's certificate authorities, or, if the environment
+#'   variable `MIRAI_HTTP_CAFILE` names a PEM file, against the
+#'   authorities in that file instead (e.g. an organisation's own).
+#'
+#'   The daemon's call in the request carries no secret: a daemon started
+#'   this way is admitted only if it finds the host's secret as
+#'   `MIRAI_SECRET` in its environment. Set `MIRAI_SECRET` in the host
+#'   session before [daemons()] (it is then the profile's secret) and make
+#'   the same value available to the jobs the API starts.
+#'
+#'   The Posit Workbench defaults (`url`, `headers`, `data` are then
+#'   functions) read the environment variables `RS_SERVER_ADDRESS` and
+#'   `RS_SESSION_RPC_COOKIE` of a Workbench session, and look up its
+#'   compute clusters (`<RS_SERVER_ADDRESS>/api/get_compute_envs`) to build
+#'   a `launch_job` request; this needs the 'secretbase' package. Outside
+#'   Workbench they stop with "can only be used from Posit Workbench".
+#'   If the server refuses the session's cookie, launching stops with that
+#'   error: the cookie is not captured through the RStudio viewer instead.
 #' @examples
 #' http_config("http://10.0.0.1:8080/jobs", data = '{"command": "%s"}',
 #'             token = function() Sys.getenv("API_TOKEN"))
+#'
+#' # on Posit Workbench, with a chosen cluster and custom resources
+#' http_config(cluster = "Kubernetes", cpus = 2, memory = 4096)
 #' @export
 http_config <- function(url = posit_workbench_url, method = "POST",
                         headers = posit_workbench_headers, data = posit_workbench_data, ...,
@@ -320,22 +421,84 @@ http_config <- function(url = posit_workbench_url, method = "POST",
        dots = list(...), cookie = cookie, token = token)
 }
 
-# The Posit Workbench defaults of http_config().
-posit_workbench_url <- function() {
+# The Posit Workbench defaults of http_config(): functions, called when
+# launching, that read the session's environment.
+.posit_message <- "can only be used from Posit Workbench"
+
+# The Workbench server's address (without a trailing slash).
+.posit_server <- function() {
   address <- Sys.getenv("RS_SERVER_ADDRESS")
-  if (!nzchar(address)) stop("can only be used from Posit Workbench", call. = FALSE)
-  sprintf("%s/api/launch_job", address)
+  if (!nzchar(address)) stop(.posit_message, call. = FALSE)
+  sub("/+$", "", address)
 }
 
-posit_workbench_headers <- function() {
+.posit_cookie <- function() {
   cookie <- Sys.getenv("RS_SESSION_RPC_COOKIE")
-  if (!nzchar(cookie)) stop("can only be used from Posit Workbench", call. = FALSE)
+  if (!nzchar(cookie)) stop(.posit_message, call. = FALSE)
+  cookie
+}
+
+posit_workbench_url <- function() sprintf("%s/api/launch_job", .posit_server())
+
+posit_workbench_headers <- function() {
+  cookie <- .posit_cookie()
   c(Cookie = cookie, "X-RS-Session-Server-RPC-Cookie" = cookie)
 }
 
+# The body of a Workbench launch_job request: a job on the first compute
+# cluster (or the one named) running `rscript -e` with the daemon's call
+# (at the `%s`, as a sprintf() format: any other `%` is doubled), with this
+# session's library paths.
 posit_workbench_data <- function(rscript = "Rscript", job_name = "mirai_daemon", cluster = NULL,
                                  resource_profile = NULL, cpus = NULL, memory = NULL) {
-  stop("can only be used from Posit Workbench", call. = FALSE)
+  if (!requireNamespace("secretbase", quietly = TRUE))
+    stop("the secretbase package is required, try: `install.packages('secretbase')`", call. = FALSE)
+  if (!nzchar(Sys.getenv("RS_SERVER_ADDRESS")) || !nzchar(Sys.getenv("RS_SESSION_RPC_COOKIE")))
+    stop(.posit_message, call. = FALSE)
+  # (the session cookie may also be captured through the viewer when this
+  # look-up is refused: not done here)
+  envs <- tryCatch(
+    .http_request(sprintf("%s/api/get_compute_envs", .posit_server()), "GET",
+                  posit_workbench_headers()),
+    error = function(e) NULL
+  )
+  if (is.null(envs) || envs$status != 200L) stop(.posit_message, call. = FALSE)
+  clusters <- tryCatch(secretbase::jsondec(envs$data), error = function(e) NULL)
+  clusters <- if (is.list(clusters) && is.list(clusters[["result"]])) clusters[["result"]][["clusters"]]
+  clusters <- Filter(is.list, if (is.list(clusters)) clusters else list())
+  if (!length(clusters)) stop("Posit Workbench reported no compute clusters", call. = FALSE)
+  named <- function(items) vapply(items, function(x) {
+    name <- if (is.list(x)) x[["name"]]
+    if (is.character(name) && length(name) == 1L) name else NA_character_
+  }, character(1L))
+  cluster_names <- named(clusters)
+  if (is.null(cluster)) {
+    chosen <- clusters[[1L]]
+  } else {
+    if (!cluster %in% cluster_names)
+      stop(sprintf("cluster '%s' not found. Available: %s", cluster,
+                   paste(cluster_names, collapse = ", ")), call. = FALSE)
+    chosen <- clusters[[match(cluster, cluster_names)]]
+  }
+  placeholder <- "<<mirai daemon call>>"
+  libs <- paste(encodeString(.libPaths(), quote = "\""), collapse = ",")
+  job <- list(cluster = chosen[["name"]], container = list(image = chosen[["defaultImage"]]),
+              name = job_name, exe = rscript,
+              args = c("-e", sprintf("{.libPaths(c(%s));%s}", libs, placeholder)))
+  profiles <- Filter(is.list, if (is.list(chosen[["resourceProfiles"]])) chosen[["resourceProfiles"]])
+  if (!is.null(resource_profile)) {
+    profile_names <- named(profiles)
+    if (!resource_profile %in% profile_names)
+      stop(sprintf("resource profile '%s' not found. Available: %s", resource_profile,
+                   paste(profile_names, collapse = ", ")), call. = FALSE)
+    job[["resourceProfile"]] <- resource_profile
+  } else if (!is.null(cpus) || !is.null(memory)) {
+    job[["resources"]] <- list(cpus = cpus %||% 1L, memory = memory %||% 512L)
+  } else if (length(profiles)) {
+    job[["resourceProfile"]] <- profiles[[1L]][["name"]]
+  }
+  json <- secretbase::jsonenc(list(method = "launch_job", kwparams = list(job = job)))
+  sub(placeholder, "%s", gsub("%", "%%", json, fixed = TRUE), fixed = TRUE)
 }
 
 #' URL Constructors

@@ -1,7 +1,9 @@
 //! Launching daemons elsewhere (launch.R): HTTP requests, this machine's
 //! addresses; and the handshake proof the tests use to play a daemon.
 
-use super::r_error;
+use super::unwind::user_interrupted;
+use super::{not_forked, r_error, INTERRUPT_SLICE};
+use crate::launch::http::{self, HttpError};
 use extendr_api::prelude::*;
 use std::time::Duration;
 
@@ -24,25 +26,92 @@ fn host_name() -> String {
     crate::transport::interfaces::hostname().unwrap_or_default()
 }
 
-/// One HTTP request (`http_config()` launches): the response status code.
+/// One HTTP(S) request (`http_config()` launches, the Posit Workbench
+/// look-up), waited for on this thread in slices so that Ctrl-C stops it.
+/// `cafile` names a PEM file of authorities to trust for `https://`
+/// instead of the system's ("" for the system's). Gives
+/// `list(status = <int>, headers = <named chr>, data = <chr>)`, or the
+/// error's message (a string), or NULL when interrupted (R raises it).
 #[extendr]
-fn http_request(url: &str, method: &str, headers: Robj, body: &str, timeout_s: f64) -> Result<i32> {
+fn http_request(
+    url: &str,
+    method: &str,
+    headers: Robj,
+    body: &str,
+    timeout_s: f64,
+    cafile: &str,
+) -> Result<Robj> {
+    not_forked()?;
     let names: Vec<String> = headers
         .names()
         .map(|n| n.map(String::from).collect())
         .unwrap_or_default();
-    let values: Vec<String> = headers
-        .as_str_vector()
-        .map(|v| v.into_iter().map(String::from).collect())
-        .unwrap_or_default();
+    let values: Vec<String> = match headers.as_str_vector() {
+        Some(v) => v.into_iter().map(String::from).collect(),
+        None if headers.is_null() || headers.len() == 0 => Vec::new(),
+        None => return Err(r_error("`headers` must be a named character vector")),
+    };
     if names.len() != values.len() {
         return Err(r_error("`headers` must be a named character vector"));
     }
-    let headers: Vec<(String, String)> = names.into_iter().zip(values).collect();
-    let timeout = Duration::from_secs_f64(timeout_s.clamp(0.1, 3600.0));
-    let code = crate::launch::http::request(url, method, &headers, body.as_bytes(), timeout)
-        .map_err(r_error)?;
-    Ok(code as i32)
+    let fail = |e: HttpError| -> Result<Robj> {
+        Ok(Robj::from(format!("HTTP request to '{url}' failed: {e}")))
+    };
+    let ca_pem = match cafile {
+        "" => None,
+        path => match http::read_ca_file(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => return fail(e),
+        },
+    };
+    let timeout = if timeout_s.is_finite() {
+        Duration::from_secs_f64(timeout_s.clamp(0.01, 86400.0))
+    } else {
+        Duration::from_secs(86400)
+    };
+    let request = http::Request {
+        url: url.to_string(),
+        method: method.to_string(),
+        headers: names.into_iter().zip(values).collect(),
+        body: body.as_bytes().to_vec(),
+        timeout,
+        ca_pem,
+    };
+    let pending = match http::start(request) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let response = loop {
+        if let Some(outcome) = pending.wait(INTERRUPT_SLICE) {
+            break outcome;
+        }
+        if user_interrupted() {
+            // dropping `pending` abandons the request
+            return Ok(Robj::from(()));
+        }
+    };
+    match response {
+        Ok(r) => Ok(response_list(&r)),
+        Err(e) => fail(e),
+    }
+}
+
+/// Text for R: invalid UTF-8 replaced, and no NUL (R strings cannot hold
+/// one).
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
+}
+
+fn response_list(r: &http::Response) -> Robj {
+    let names: Vec<String> = r.headers.iter().map(|(k, _)| text(k.as_bytes())).collect();
+    let values: Vec<String> = r.headers.iter().map(|(_, v)| text(v.as_bytes())).collect();
+    let mut headers = Robj::from(values);
+    if !names.is_empty() {
+        let _ = headers.set_names(names);
+    }
+    let status = r.status as i32;
+    let data = text(&r.body);
+    list!(status = status, headers = headers, data = data).into()
 }
 
 /// The handshake's proof of knowing `secret` for `challenge` (what a
