@@ -39,17 +39,32 @@
 #' A host admits only daemons that prove they know its secret: a random
 #' value made for each compute profile when daemons are set. The proof is an
 #' HMAC-SHA256 of a random challenge from the host, so the secret never
-#' crosses the network. Local daemons receive it in their environment. The
-#' commands from `launch_remote()` print as the shell commands to run,
-#' `MIRAI_SECRET=... Rscript ...`, carrying it (while the profile is set),
-#' so anyone who can read them can connect a daemon: treat them like a
-#' password. Do not paste them into logs or shared documents, and prefer
-#' launching through [ssh_config()] or a scheduler over running them where
-#' other users can list your processes' command lines (the secret is
-#' visible in the shell command while it starts). A peer without the
-#' secret, such as anything that finds an open tcp port, is dropped before
-#' it receives any task and is told nothing; `status()$refused` counts such
-#' peers.
+#' crosses the network. A peer without the secret, such as anything that
+#' finds an open tcp port, is dropped before it receives any task and is
+#' told nothing; `status()$refused` counts such peers.
+#'
+#' How a daemon receives the secret, never on a command line (process
+#' lists are public):
+#' * local daemons, and commands run through [remote_config()]: in their
+#'   environment, as `MIRAI_SECRET`;
+#' * [ssh_config()]: on the remote command's standard input, which the
+#'   daemon reads in an ssh session when its environment has no secret
+#'   (ssh is therefore run without `-f`, in a session of its own, and needs
+#'   key-based authentication);
+#' * [cluster_config()]: in the environment of the submitting command,
+#'   which `sbatch` and `bsub` pass on to the job by default; `qsub` is
+#'   given `-v MIRAI_SECRET` (with Slurm's `--export=NONE`, export it
+#'   yourself);
+#' * [http_config()]: not at all (it would cross the network): the jobs
+#'   must find it as `MIRAI_SECRET` in their environment. Set the same long
+#'   random value in the host's and the jobs' environment, e.g. as a line
+#'   `MIRAI_SECRET=...` in `~/.Renviron` where the home directory is shared
+#'   (as on Posit Workbench): [daemons()] then uses it as the profile's
+#'   secret;
+#' * by hand: the commands from `launch_remote()` print as the shell
+#'   commands to run, `MIRAI_SECRET=... Rscript ...` (while the profile is
+#'   set). Anyone who can read them can connect a daemon: treat them like a
+#'   password, and do not paste them into logs or shared documents.
 #'
 #' If the environment variable `MIRAI_SECRET` is set in the host session,
 #' [daemons()] uses its value instead of a random one: daemons started with
@@ -101,8 +116,9 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   cmds <- structure(sprintf("%s -e %s", remote[["rscript"]], shQuote(calls)),
                     class = "miraiLaunchCmd")
   if (length(remote[["command"]])) {
+    secret <- attr(profile$host, "secret")
     for (i in seq_along(cmds))
-      .run_launch(remote, if (is.list(args)) args[[i]] else args, .with_secret(cmds[i]))
+      .run_launch(remote, if (is.list(args)) args[[i]] else args, cmds[i], secret)
   }
   cmds
 }
@@ -115,8 +131,8 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   as.integer(n)
 }
 
-# A launch command as it must be run: with the secret of the host it dials
-# (found by its URL) in the daemon's environment.
+# A launch command as it must be run by hand: with the secret of the host
+# it dials (found by its URL) in the daemon's environment.
 .with_secret <- function(cmd) {
   url <- regmatches(cmd, regexec("mirai::daemon\\(\"([^\"]+)\"", cmd))[[1L]][2L]
   for (name in names(..)) {
@@ -135,18 +151,40 @@ print.miraiLaunchCmd <- function(x, ...) {
 }
 
 # Run one launch command `cmd` through the configuration's command, with
-# `args` in which "." stands for it (see remote_config()). ssh's own
-# messages are shown if it fails to connect.
-.run_launch <- function(remote, args, cmd) {
+# `args` in which "." stands for it (see remote_config()), as system2()
+# would. The host's `secret` is never in the arguments (process lists are
+# public): the command gets it in its environment, which schedulers pass
+# on to the job (sbatch and bsub do by default; qsub is told to, with
+# `-v MIRAI_SECRET`); ssh gets it on standard input, for the remote daemon
+# to read. ssh's own messages are shown if it fails to connect.
+.run_launch <- function(remote, args, cmd, secret) {
   dot <- args == "."
+  ssh <- FALSE
   if (is.null(remote[["quote"]])) {
     # a job script for a scheduler, given to the shell as a here-document
     args[dot] <- cmd
-    args <- c("-c", shQuote(paste0(args[1L], args[2L], args[3L])))
+    script <- paste0(args[1L], args[2L], args[3L])
+    script <- sub("^((\\S*/)?qsub)(?=<<|\\s)", "\\1 -v MIRAI_SECRET", script, perl = TRUE)
+    args <- c("-c", shQuote(script))
   } else {
     args[dot] <- if (isTRUE(remote[["quote"]])) shQuote(cmd) else cmd
+    ssh <- basename(remote[["command"]][1L]) == "ssh"
+    if (ssh) args[!dot] <- .ssh_without_fork(args[!dot])
   }
-  system2(remote[["command"]], args = args, wait = FALSE)
+  line <- paste(c("exec", shQuote(remote[["command"]][1L]), args), collapse = " ")
+  .Call(wrap__launch_command, line, secret, ssh, ssh)
+  invisible()
+}
+
+# ssh's -f gives the remote command no standard input (it implies -n), and
+# that is where the secret goes: the flag is taken out of ssh's flag
+# clusters (such as "-fTp") and the launch detached instead, as -f would
+# have done.
+.ssh_without_fork <- function(args) {
+  plain <- "46AaCGgKkMNnqsTtVvXxYy" # flags that take no value
+  cluster <- sprintf("(^|\\s)-([%s]*)f([%sf]*[BbcDEeFIiJLlmOoPpQRSWw]?)(?=\\s|$)", plain, plain)
+  args <- gsub(cluster, "\\1-\\2\\3", args, perl = TRUE)
+  trimws(gsub("(^|\\s)-(?=\\s|$)", "\\1", args, perl = TRUE))
 }
 
 # Forward the host's port to the same port on each remote machine
@@ -393,11 +431,13 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
 #'   variable `MIRAI_HTTP_CAFILE` names a PEM file, against the
 #'   authorities in that file instead (e.g. an organisation's own).
 #'
-#'   The daemon's call in the request carries no secret: a daemon started
-#'   this way is admitted only if it finds the host's secret as
-#'   `MIRAI_SECRET` in its environment. Set `MIRAI_SECRET` in the host
-#'   session before [daemons()] (it is then the profile's secret) and make
-#'   the same value available to the jobs the API starts.
+#'   The daemon's call in the request carries no secret (it never crosses
+#'   the network): a daemon started this way is admitted only if it finds
+#'   the host's secret as `MIRAI_SECRET` in its environment. Set the same
+#'   long random value as `MIRAI_SECRET` for the host session (before
+#'   [daemons()], which then uses it) and for the jobs the API starts, e.g.
+#'   as a line in `~/.Renviron` where the home directory is shared with
+#'   them (as on Posit Workbench); see [launch_remote()].
 #'
 #'   The Posit Workbench defaults (`url`, `headers`, `data` are then
 #'   functions) read the environment variables `RS_SERVER_ADDRESS` and

@@ -131,6 +131,13 @@ proc_cmdline <- function(pid) {
   trimws(rawToChar(raw))
 }
 
+# The pids of this machine's processes whose command line contains `text`.
+processes_showing <- function(text) {
+  pids <- as.integer(basename(Sys.glob("/proc/[0-9]*")))
+  lines <- vapply(pids, function(p) tryCatch(proc_cmdline(p), error = function(e) NA_character_), "")
+  pids[!is.na(lines) & grepl(text, lines, fixed = TRUE)]
+}
+
 # A file-based gate that a task can wait on: the task polls (bounded) for
 # the file; the test opens the gate by creating it.
 new_gate <- function() tempfile("gate")
@@ -164,18 +171,20 @@ has_ipv6_loopback <- function() {
 # A small shell script that records its arguments (one per line) into a
 # file and, with `stdin = TRUE`, its standard input into another; used as a
 # remote launch `command`. The files appear complete (written, then moved).
-recorder_script <- function(stdin = FALSE) {
+recorder_script <- function(stdin = FALSE, name = "record.sh") {
   dir <- tempfile("recorder")
   dir.create(dir)
-  path <- file.path(dir, "record.sh")
+  path <- file.path(dir, name)
   writeLines(c(
     "#!/bin/sh",
     if (stdin) sprintf("cat > '%s/stdin.tmp'; mv '%s/stdin.tmp' '%s/stdin.txt'", dir, dir, dir),
+    sprintf("printf '%%s' \"$MIRAI_SECRET\" > '%s/secret.txt'", dir),
     sprintf("printf '%%s\\n' \"$@\" > '%s/args.tmp'", dir),
     sprintf("mv '%s/args.tmp' '%s/args.txt'", dir, dir)
   ), path)
   Sys.chmod(path, "0755")
-  list(path = path, args = file.path(dir, "args.txt"), stdin = file.path(dir, "stdin.txt"))
+  list(path = path, args = file.path(dir, "args.txt"), stdin = file.path(dir, "stdin.txt"),
+       secret = file.path(dir, "secret.txt"))
 }
 
 # Keep cli from wrapping condition messages at the console width until
@@ -195,8 +204,11 @@ spec_reset_on_exit <- function(profiles = "default", frame = parent.frame()) {
 }
 
 # A launch command without the host's secret in front ([EXT] SPEC 4.2: the
-# commands launch_remote() prints and runs carry it as MIRAI_SECRET=...).
+# commands launch_remote() prints carry it as MIRAI_SECRET=...).
 strip_secret <- function(x) sub("^MIRAI_SECRET=[^ ]+ ", "", x)
+
+# The secret of the current profile's host.
+host_secret <- function() attr(mirai:::.profile(NULL)$host, "secret")
 
 # Clusters and custom serialization (SPEC 5.2, 5.3) arrive with the
 # ecosystem work: tests of them skip until this build has them.

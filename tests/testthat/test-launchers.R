@@ -70,6 +70,9 @@ test_that("ssh_config() launches daemons over SSH, direct and tunnelled", {
   daemons(1, url = "tcp://127.0.0.1:0", remote = cfg)
   on.exit(daemons(0), add = TRUE, after = FALSE)
   expect_true(wait_conn(2, timeout = 30))
+  # the daemons got the secret on standard input: no command line here
+  # (ssh's, the remote shell's, the daemons') shows it
+  expect_length(processes_showing(attr(mirai:::.profile(NULL)$host, "secret")), 0L)
   pids <- unique(unlist(collect_mirai(lapply(1:6, function(i) mirai({
     Sys.sleep(0.3)
     Sys.getpid()
@@ -129,7 +132,8 @@ test_that("cluster_config() submits a job script that really runs", {
     export MIRAI_TEST_JOB=ran-as-job")
   expect_identical(cfg$args, c("/bin/sh<<'EOF'\n#!/bin/sh\n# scheduler directives here\nexport MIRAI_TEST_JOB=ran-as-job\n",
                                ".", "\nEOF"))
-  # the host's secret travels in the job script, not in the environment
+  # the host's secret reaches the job through the environment the
+  # scheduler passes on (this session has none to lend it)
   old <- Sys.getenv("MIRAI_SECRET")
   on.exit(Sys.setenv(MIRAI_SECRET = old))
   Sys.unsetenv("MIRAI_SECRET")
@@ -137,6 +141,7 @@ test_that("cluster_config() submits a job script that really runs", {
   Sys.setenv(MIRAI_SECRET = old)
   on.exit(daemons(0), add = TRUE)
   expect_true(wait_conn(2, timeout = 30))
+  expect_length(processes_showing(attr(mirai:::.profile(NULL)$host, "secret")), 0L)
   expect_identical(mirai(Sys.getenv("MIRAI_TEST_JOB"))[], "ran-as-job")
 })
 
@@ -244,7 +249,10 @@ test_that("http_config() launches daemons through HTTP requests", {
     expect_true("X-Launcher: mirai-test" %in% req$head)
     expect_true("Cookie: session=abc" %in% req$head)
     expect_true("Authorization: Bearer secret-token" %in% req$head)
+    # without the secret ([EXT]: it never crosses the network; the
+    # endpoint's jobs have it in their environment)
     expect_identical(req$body, sprintf("{\"call\":\"%s\"}", mirai:::.json_escape(call)))
+    expect_false(grepl(host_secret(), req$body, fixed = TRUE))
   }
   expect_match(reqs[[1L]]$body, "\\n", fixed = TRUE)
   # the endpoint ran the calls it was sent: the daemons connect over TLS

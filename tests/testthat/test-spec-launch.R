@@ -117,10 +117,24 @@ test_that("commands are run: quote = TRUE replaces '.' with the shell-quoted com
   cmd <- launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
   args <- readLines(rec$args)
-  expect_identical(
-    c(args[1:5], strip_secret(args[6])),
-    c("-o", "ConnectTimeout=7", "-fTp", "2222", "user@example-host", unclass(cmd))
-  )
+  expect_identical(args, c("-o", "ConnectTimeout=7", "-fTp", "2222", "user@example-host", unclass(cmd)))
+  # [EXT] 4.2: the host's secret is in the command's environment, never in
+  # its arguments
+  expect_identical(readLines(rec$secret, warn = FALSE), host_secret())
+})
+
+test_that("[EXT] a real ssh gets the secret on standard input, and runs without -f", {
+  spec_daemons(url = "tcp://127.0.0.1:0")
+  # a stand-in named ssh: the secret goes to ssh's standard input, for the
+  # remote command; -f (which implies -n) is taken out of the flags
+  rec <- recorder_script(stdin = TRUE, name = "ssh")
+  cfg <- ssh_config("ssh://user@example-host:2222", timeout = 7, command = rec$path)
+  cmd <- launch_remote(1, remote = cfg)
+  expect_true(wait_for(function() file.exists(rec$args)))
+  expect_identical(readLines(rec$args), c("-o", "ConnectTimeout=7", "-Tp", "2222", "user@example-host", unclass(cmd)))
+  expect_identical(readLines(rec$stdin), host_secret())
+  expect_identical(mirai:::.ssh_without_fork(c("-o ConnectTimeout=10 -fTp 22", "-R 1:127.0.0.1:1 -f -p 2", "-Fcfg -i idf", "-vf", "host")),
+                   c("-o ConnectTimeout=10 -Tp 22", "-R 1:127.0.0.1:1  -p 2", "-Fcfg -i idf", "-v", "host"))
 })
 
 test_that("commands are run: quote = FALSE puts the command in as is", {
@@ -131,9 +145,8 @@ test_that("commands are run: quote = FALSE puts the command in as is", {
   expect_true(wait_for(function() file.exists(rec$args)))
   # the shell splits the command text into its words
   args <- readLines(rec$args)
-  # (the host's secret goes first, as an environment assignment: [EXT] 4.2)
-  expect_match(args[2L], "^MIRAI_SECRET=")
-  expect_identical(args[-2L], c("first", "Rscript", "-e", sprintf("mirai::daemon(\"%s\")", nextget("url"))))
+  expect_identical(args, c("first", "Rscript", "-e", sprintf("mirai::daemon(\"%s\")", nextget("url"))))
+  expect_identical(readLines(rec$secret, warn = FALSE), host_secret())
 })
 
 test_that("commands are run: an ssh tunnel prefixes -R port:127.0.0.1:port", {
@@ -143,8 +156,8 @@ test_that("commands are run: an ssh tunnel prefixes -R port:127.0.0.1:port", {
   cfg <- ssh_config("ssh://tunnel-host", tunnel = TRUE, command = rec$path)
   launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
-  args <- strip_secret(readLines(rec$args))
-  expect_identical(args[1:8], c("-R", sprintf("%d:127.0.0.1:%d", port, port), "-o", "ConnectTimeout=10", "-fTp", "22", "tunnel-host",
+  args <- readLines(rec$args)
+  expect_identical(args, c("-R", sprintf("%d:127.0.0.1:%d", port, port), "-o", "ConnectTimeout=10", "-fTp", "22", "tunnel-host",
                                  sprintf("Rscript -e 'mirai::daemon(\"%s\")'", nextget("url"))))
   daemons(0)
   spec_daemons(url = "tcp://localhost:0")
@@ -158,8 +171,17 @@ test_that("commands are run: cluster_config submits a here-document job script",
   cfg <- cluster_config(command = rec$path, options = "  #SBATCH --job-name=x\n\tmodule load R")
   cmd <- launch_remote(1, remote = cfg)
   expect_true(wait_for(function() file.exists(rec$args)))
-  expect_identical(strip_secret(readLines(rec$stdin)),
+  expect_identical(readLines(rec$stdin),
                    c("#!/bin/sh", "#SBATCH --job-name=x", "module load R", unclass(cmd)))
+  expect_identical(readLines(rec$args), "") # none
+  # [EXT] 4.2: the secret reaches the scheduler in its environment (sbatch
+  # and bsub pass it on to the job); qsub is asked to pass it on
+  expect_identical(readLines(rec$secret, warn = FALSE), host_secret())
+  qsub <- recorder_script(stdin = TRUE, name = "qsub")
+  launch_remote(1, remote = cluster_config(command = qsub$path))
+  expect_true(wait_for(function() file.exists(qsub$args)))
+  expect_identical(readLines(qsub$args), c("-v", "MIRAI_SECRET"))
+  expect_identical(readLines(qsub$secret, warn = FALSE), host_secret())
 })
 
 test_that("a configured command really launches daemons (and the commands are returned)", {

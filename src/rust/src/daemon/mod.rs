@@ -15,6 +15,7 @@
 //! replies and serves on.
 
 mod connect;
+mod ssh_secret;
 mod watcher;
 
 pub use connect::DialError;
@@ -162,7 +163,8 @@ impl std::fmt::Display for StartError {
 impl Client {
     /// Connect to `url`. With `asyncdial` false a single attempt is made now
     /// and its failure returned; otherwise dialling is retried while the
-    /// daemon waits for tasks, until a host answers.
+    /// daemon waits for tasks, until a host answers. Without a `secret`, one
+    /// written on standard input by an ssh launch is used.
     pub fn dial(
         url: &str,
         asyncdial: bool,
@@ -178,6 +180,10 @@ impl Client {
                     .map_err(StartError::Tls)?,
             ),
             false => None,
+        };
+        let secret = match secret.is_empty() {
+            true => ssh_secret::from_ssh_stdin().unwrap_or_default(),
+            false => secret,
         };
         keep_freed_memory();
         let first = match asyncdial {

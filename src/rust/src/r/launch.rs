@@ -26,6 +26,22 @@ fn host_name() -> String {
     crate::transport::interfaces::hostname().unwrap_or_default()
 }
 
+/// Run a launch command line (`launch_remote()` with a configured command)
+/// without waiting. The host's `secret` goes into the command's
+/// environment, and with `secret_on_stdin` also onto its standard input
+/// (how an ssh launch hands it to the remote daemon); never into its
+/// arguments. `detach`: see `process::run_shell`.
+#[extendr]
+fn launch_command(line: &str, secret: &str, secret_on_stdin: bool, detach: bool) -> Result<i32> {
+    not_forked()?;
+    let env = [("MIRAI_SECRET", secret)];
+    let line_in = format!("{secret}\n");
+    let stdin = secret_on_stdin.then_some(line_in.as_bytes());
+    let pid = crate::launch::process::run_shell(line, &env, stdin, detach)
+        .map_err(|e| r_error(format!("cannot run the launch command: {e}")))?;
+    Ok(pid as i32)
+}
+
 /// One HTTP(S) request (`http_config()` launches, the Posit Workbench
 /// look-up), waited for on this thread in slices so that Ctrl-C stops it.
 /// `cafile` names a PEM file of authorities to trust for `https://`
@@ -139,6 +155,7 @@ extendr_module! {
     mod launch;
     fn interface_addresses;
     fn host_name;
+    fn launch_command;
     fn http_request;
     fn handshake_proof;
     fn serial_roundtrip;
