@@ -160,9 +160,6 @@ reset_all <- function(profiles = c("default")) {
 free_tcp_url <- function() {
   daemons(url = "tcp://127.0.0.1:0", dispatcher = FALSE, .compute = "free-port-probe")
   url <- status(.compute = "free-port-probe")$daemons
-  # work around a known race: a host closed right after it started
-  # listening may go on listening (see test-daemons.R)
-  Sys.sleep(0.2)
   daemons(0, .compute = "free-port-probe")
   url
 }
