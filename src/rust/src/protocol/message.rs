@@ -429,37 +429,33 @@ mod tests {
         assert_eq!(parse_header(&header, FRAME_MAX).unwrap(), (TASK, 109));
     }
 
+    /// A whole RESULT frame read back, into plain buffers.
+    async fn decode_result(frame: &[u8]) -> (u64, ResultValue<Vec<u8>>) {
+        let len = frame.len() as u64 - HEADER_LEN as u64;
+        let mut r = &frame[HEADER_LEN..];
+        read_result(
+            &mut r,
+            len,
+            |t, n| Some(vec![0u8; t.data_len(n).unwrap()]),
+            |b| b.as_mut_slice(),
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn results_round_trip_and_lengths_are_checked() {
         let mut buf = Vec::new();
         begin_result(&mut buf, 7, true);
         buf.extend_from_slice(b"value");
         finish_frame(&mut buf);
-        let len = buf.len() as u64 - HEADER_LEN as u64;
-        let mut r = &buf[HEADER_LEN..];
-        let (id, v) = read_result(
-            &mut r,
-            len,
-            |t, n| Some(vec![0u8; t.data_len(n).unwrap()]),
-            |b| b.as_mut_slice(),
-        )
-        .await
-        .unwrap();
+        let (id, v) = decode_result(&buf).await;
         assert_eq!(id, 7);
         assert!(matches!(v, ResultValue::Serialized(b, true) if b == b"value"));
 
         let mut v = vector_result_head(8, VectorType::Integer, 2);
         v.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
-        let len = v.len() as u64 - HEADER_LEN as u64;
-        let mut r = &v[HEADER_LEN..];
-        let (id, got) = read_result(
-            &mut r,
-            len,
-            |t, n| Some(vec![0u8; t.data_len(n).unwrap()]),
-            |b| b.as_mut_slice(),
-        )
-        .await
-        .unwrap();
+        let (id, got) = decode_result(&v).await;
         assert_eq!(id, 8);
         assert!(
             matches!(got, ResultValue::Vector(b, VectorType::Integer) if b == [1, 0, 0, 0, 2, 0, 0, 0])

@@ -196,8 +196,8 @@ pub fn unserialize(bytes: &[u8]) -> Result<SEXP, RFailure> {
 /// R_Unserialize with no handlers.
 ///
 /// # Safety
-/// R's thread; `bytes` must be plain data (an R error would unwind
-/// through the caller).
+/// R's thread; an R error in it unwinds through the caller, so `bytes`
+/// must be plain data or the call run under `protect`.
 unsafe fn read_unprotected(bytes: &[u8]) -> SEXP {
     let mut reader = Reader { bytes, pos: 0 };
     let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
@@ -214,23 +214,9 @@ unsafe fn read_unprotected(bytes: &[u8]) -> SEXP {
 }
 
 fn read(bytes: &[u8], strict: bool) -> Result<SEXP, RFailure> {
-    let mut reader = Reader { bytes, pos: 0 };
-    let data = &mut reader as *mut Reader as *mut c_void;
-    // SAFETY: R's thread; the stream lives on this frame and reads from
-    // `reader` through `data` until R_Unserialize returns or unwinds.
-    let body = || unsafe {
-        let mut stream = MaybeUninit::<R_inpstream_st>::uninit();
-        R_InitInPStream(
-            stream.as_mut_ptr(),
-            data,
-            R_pstream_format_t::R_pstream_any_format,
-            Some(in_char),
-            Some(in_bytes),
-            None,
-            R_NilValue,
-        );
-        R_Unserialize(stream.as_mut_ptr())
-    };
+    // SAFETY: R's thread; an R error inside unwinds to `protect`'s handler,
+    // not through this frame's callers.
+    let body = || unsafe { read_unprotected(bytes) };
     match strict {
         true => protect_strict(body),
         false => protect(body),
