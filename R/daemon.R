@@ -56,12 +56,16 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   if (!is.logical(autoexit) || length(autoexit) != 1L)
     stop("`autoexit` must be TRUE, NA or FALSE")
   # the secret proving this daemon was launched by its host (see
-  # launch_remote()): taken out of the environment so tasks cannot read it
-  secret <- Sys.getenv("MIRAI_SECRET")
-  Sys.unsetenv("MIRAI_SECRET")
-  conn <- .Call(wrap__daemon_dial, url, isTRUE(asyncdial), autoexit, tempdir(), secret,
-                .tlscert_pem(tlscert))
-  on.exit(.Call(wrap__daemon_finish, conn))
+  # launch_remote()): out of the environment while tasks run, so they
+  # cannot read it, and put back when daemon() returns or fails
+  secret <- Sys.getenv("MIRAI_SECRET", unset = NA)
+  if (!is.na(secret)) {
+    Sys.unsetenv("MIRAI_SECRET")
+    on.exit(Sys.setenv(MIRAI_SECRET = secret))
+  }
+  conn <- .Call(wrap__daemon_dial, url, isTRUE(asyncdial), autoexit, tempdir(),
+                if (is.na(secret)) "" else secret, .tlscert_pem(tlscert))
+  on.exit(.Call(wrap__daemon_finish, conn), add = TRUE, after = FALSE)
   if (!isTRUE(output)) {
     devnull <- file(nullfile(), open = "w")
     sink(devnull)

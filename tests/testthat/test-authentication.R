@@ -109,3 +109,20 @@ test_that("MIRAI_SECRET set on the host is the secret; daemons outlive a host re
   expect_true(wait_conn(1, timeout = 15))
   expect_identical(mirai(Sys.getpid())[], p$get_pid())
 })
+
+test_that("daemon() takes MIRAI_SECRET out of the environment only while it serves", {
+  # a failed dial leaves the session's secret where it was
+  url <- free_tcp_url()
+  expect_error(daemon(url, dispatcher = FALSE), "Connection refused", fixed = TRUE)
+  expect_identical(Sys.getenv("MIRAI_SECRET"), TEST_SECRET)
+  # as does a daemon that served and returned (in this session); its
+  # tasks did not see the secret
+  daemons(url = "tcp://127.0.0.1:0", dispatcher = FALSE)
+  on.exit(daemons(0))
+  m <- mirai(Sys.getenv("MIRAI_SECRET", unset = "unset"))
+  host <- nextget("url")
+  code <- daemon(host, dispatcher = FALSE, maxtasks = 1L)
+  expect_identical(code, 3L)
+  expect_identical(m[], "unset")
+  expect_identical(Sys.getenv("MIRAI_SECRET"), TEST_SECRET)
+})
