@@ -107,6 +107,34 @@ test_that("a result the host cannot unserialize is a miraiError saying why; noth
   expect_identical(status()$connections, 1L)
 })
 
+test_that("a result the host has no memory for is a miraiError; the daemon serves on", {
+  skip_if(!nzchar(Sys.which("prlimit")), "prlimit (util-linux) not found")
+  # a fresh R whose address space is capped (prlimit on itself) once its
+  # daemon is connected: 400 MB more than it has, too little for an
+  # 800 MB result but enough for everything else
+  for (disp in c(TRUE, FALSE)) {
+    res <- run_nocli(c(
+      sprintf("daemons(1, dispatcher = %s)", disp),
+      "x <- runif(1e8)",
+      "stopifnot(isTRUE(mirai(TRUE)[]))",
+      "vsz <- as.numeric(system(sprintf('ps -o vsz= -p %d', Sys.getpid()), intern = TRUE)) * 1024",
+      "system(sprintf('prlimit --pid %d --as=%.0f', Sys.getpid(), vsz + 400e6))",
+      "big <- mirai(numeric(1e8))[]",
+      "nested <- mirai(list(numeric(1e8)))[]",
+      # a large plain argument still goes out (sent from R's own memory)
+      "sent <- mirai(length(x), x = x)[]",
+      "after <- mirai(1 + 1, .timeout = 20000)[]",
+      "result <- list(big = big, nested = nested, sent = sent, after = after)"
+    ), timeout = 120)
+    r <- res$result
+    expect_true(is_mirai_error(r$big))
+    expect_match(conditionMessage(r$big), "could not be allocated on the host", fixed = TRUE)
+    expect_true(is_mirai_error(r$nested))
+    expect_identical(r$sent, 1e8L)
+    expect_identical(r$after, 2)
+  }
+})
+
 test_that("an interrupt reaching a daemon between tasks does not end it", {
   daemons(1, dispatcher = FALSE)
   on.exit(daemons(0))

@@ -125,6 +125,17 @@ test_that("url branch: no local daemons are launched, even with n; returns at on
   # only url[1] is used
   spec_daemons(url = c("tcp://127.0.0.1:0", "not a url"), dispatcher = FALSE)
   expect_match(status()$daemons, "^tcp://127\\.0\\.0\\.1:[0-9]+$")
+  daemons(0)
+  # as the README shows it: host_url()'s named vector, one URL per
+  # interface (the first is used, its name dropped)
+  hu <- host_url(port = 0)
+  spec_daemons(url = hu)
+  url <- nextget("url")
+  expect_null(names(url))
+  expect_identical(sub(":[0-9]+$", "", url), sub(":0$", "", unname(hu[[1L]])))
+  launch_local(1)
+  expect_true(wait_conn(1, timeout = 20))
+  expect_identical(mirai("host_url")[], "host_url")
 })
 
 test_that("remote is ignored without url", {

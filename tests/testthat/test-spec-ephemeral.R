@@ -68,3 +68,17 @@ test_that("the ephemeral daemon is an Rscript running mirai:::.daemon()", {
   expect_match(cl, "mirai:::.daemon(", fixed = TRUE)
   expect_identical(m[], 1)
 })
+
+test_that("an ephemeral daemon's output is discarded", {
+  # in a fresh R whose own stdout and stderr are captured: the task's
+  # cat(), message() and warning() reach neither
+  res <- run_nocli(c(
+    "m <- mirai({cat('EPHEMERAL-OUT\\n'); message('EPHEMERAL-ERR'); warning('EPHEMERAL-WARN'); 7L})",
+    "result <- m[]",
+    "cat('HOST-OUT\\n')"
+  ), timeout = 60)
+  expect_identical(res$result, 7L)
+  expect_true("HOST-OUT" %in% res$stdout)
+  expect_false(any(grepl("EPHEMERAL", res$stdout)))
+  expect_false(grepl("EPHEMERAL", res$stderr))
+})

@@ -56,8 +56,20 @@ test_that("an empty or * host listens on all interfaces; the host stays empty", 
       daemons(0)
     }
   }
-  spec_daemons(url = "ws://:0", dispatcher = FALSE)
-  expect_match(status()$daemons, "^ws://:[0-9]+$")
+  # websocket and TLS carriers the same; a launched daemon dials the
+  # host-less URL and the TLS certificate made for it is accepted
+  for (u in c("ws://:0", "tls+tcp://:0")) {
+    for (disp in c(TRUE, FALSE)) {
+      spec_daemons(url = u, dispatcher = disp)
+      url <- status()$daemons
+      expect_match(url, sprintf("^%s[0-9]+$", sub("0$", "", u)))
+      expect_identical(nextget("url"), url)
+      launch_local(1)
+      expect_true(wait_conn(1, timeout = 20))
+      expect_identical(mirai(x, x = u)[], u)
+      daemons(0)
+    }
+  }
 })
 
 test_that("IPv6 hosts in brackets", {

@@ -29,6 +29,8 @@ pub enum Outcome {
     Vector(VectorBuffer, VectorType),
     /// An errorValue code.
     Error(i32),
+    /// A result of this many bytes that the host had no memory for.
+    Unallocated(u64),
     /// The value has been handed to R (which caches it).
     Taken,
 }

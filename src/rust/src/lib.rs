@@ -13,7 +13,7 @@
 //! - shared by all: [`aio`] (pending results), [`buffer`] (message and
 //!   vector memory), [`outframe`] (frames with borrowed memory),
 //!   [`codes`] (error codes), [`streams`] (random-number streams),
-//!   [`runtime`] (the tokio runtime).
+//!   [`runtime`] (the tokio runtime), [`panics`] (where panics are reported).
 
 pub mod aio;
 pub mod buffer;
@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod host;
 pub mod launch;
 pub mod outframe;
+pub mod panics;
 pub mod protocol;
 mod r;
 pub mod runtime;

@@ -528,6 +528,9 @@ fn broadcast_reaches_every_daemon_before_later_tasks() {
     d1.expect_task(&t1, b"t1");
     wait(&aios[0]);
     expect_value(&aios[0], b"done");
+    // once done, the host keeps nothing of it but the payload for daemons
+    // that join later: the caller holds the only reference
+    assert_eq!(Arc::strong_count(&aios[0]), 1);
 
     // a daemon connecting later runs it first, even with a task queued
     let t2 = submit(&host, b"t2", None);

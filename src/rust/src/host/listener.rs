@@ -191,6 +191,7 @@ async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<FromDa
                     Outcome::Value(bytes.into_boxed_slice(), is_error)
                 }
                 ResultValue::Vector(buf, t) => Outcome::Vector(buf, t),
+                ResultValue::Unallocated(n) => Outcome::Unallocated(n),
             };
             Ok(FromDaemon::Result(id, outcome))
         }

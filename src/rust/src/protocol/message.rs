@@ -274,11 +274,28 @@ pub enum ResultValue<B> {
     Serialized(Vec<u8>, bool),
     /// A plain vector's data, read into a buffer made by the caller.
     Vector(B, VectorType),
+    /// A value of this many bytes that there was no memory for: its bytes
+    /// were read and dropped, so the connection goes on.
+    Unallocated(u64),
+}
+
+/// Read and drop the next `n` bytes of `r`.
+async fn skip<R: AsyncRead + Unpin>(r: &mut R, n: u64) -> io::Result<()> {
+    let got = tokio::io::copy(&mut r.take(n), &mut tokio::io::sink()).await?;
+    if got < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
+    Ok(())
 }
 
 /// Read the body (`len` bytes, header already read) of a RESULT. The data
 /// of a vector goes into a buffer from `vector_buffer(type, length)`, so
-/// the host can read it into memory laid out for R.
+/// the host can read it into memory laid out for R. A value there is no
+/// memory for (`vector_buffer` gives `None`, or the bytes of a serialized
+/// one cannot be reserved) is skipped: [`ResultValue::Unallocated`].
 pub async fn read_result<R, B>(
     r: &mut R,
     len: u64,
@@ -306,13 +323,17 @@ where
         if vh[1..8].iter().any(|&x| x != 0) || vtype.data_len(n) != Some(data_len as usize) {
             return Err(bad());
         }
-        let mut buf = vector_buffer(vtype, n).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the result")
-        })?;
+        let Some(mut buf) = vector_buffer(vtype, n) else {
+            skip(r, data_len).await?;
+            return Ok((id, ResultValue::Unallocated(data_len)));
+        };
         r.read_exact(data_of(&mut buf)).await?;
         return Ok((id, ResultValue::Vector(buf, vtype)));
     }
-    let mut body = crate::buffer::with_capacity(rest as usize)?;
+    let Ok(mut body) = crate::buffer::with_capacity(rest as usize) else {
+        skip(r, rest).await?;
+        return Ok((id, ResultValue::Unallocated(rest)));
+    };
     let got = r.take(rest).read_to_end(&mut body).await?;
     if (got as u64) < rest {
         return Err(io::Error::new(
@@ -466,6 +487,33 @@ mod tests {
             &mut r,
             12,
             |t, n| Some(vec![0u8; t.data_len(n).unwrap()]),
+            |b| b.as_mut_slice()
+        )
+        .await
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_result_without_memory_for_it_is_skipped_and_the_stream_goes_on() {
+        let mut v = vector_result_head(8, VectorType::Double, 3);
+        v.extend_from_slice(&[7u8; 24]);
+        let mut stream = v.clone();
+        stream.extend_from_slice(&cancel_frame(5));
+        let mut r = &stream[HEADER_LEN..];
+        let len = v.len() as u64 - HEADER_LEN as u64;
+        let (id, got) = read_result(&mut r, len, |_, _| None::<Vec<u8>>, |b| b.as_mut_slice())
+            .await
+            .unwrap();
+        assert_eq!(id, 8);
+        assert!(matches!(got, ResultValue::Unallocated(24)));
+        // the next frame starts where the skipped one ended
+        assert_eq!(parse_cancel(r), Some(5));
+        // a body that ends early is still an error
+        let mut short = &v[HEADER_LEN..v.len() - 1];
+        assert!(read_result(
+            &mut short,
+            len,
+            |_, _| None::<Vec<u8>>,
             |b| b.as_mut_slice()
         )
         .await

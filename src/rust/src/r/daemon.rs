@@ -129,13 +129,8 @@ fn daemon_fill_raw(c: Robj, id: f64, task: Robj) -> Result<Robj> {
 fn daemon_send(c: Robj, id: f64, epoch: f64, value: Robj, is_error: bool) -> Result<Robj> {
     let client = client(&c)?;
     // SAFETY: `value` is protected by extendr for this call.
-    let sent = send_result(
-        client,
-        id as u64,
-        epoch as u64,
-        unsafe { value.get() },
-        is_error,
-    );
+    let sexp = unsafe { value.get() };
+    let sent = send_result(client, id as u64, epoch as u64, sexp, is_error);
     Ok(match sent {
         Ok(()) => Robj::from(()),
         Err(e) => r!(e.to_string()),

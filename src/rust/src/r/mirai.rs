@@ -332,6 +332,10 @@ fn release_slot(slot: u32, id: Option<i32>) {
 unsafe fn to_r(outcome: Outcome, t: &Templates) -> SEXP {
     match outcome {
         Outcome::Error(code) => error_value(code, t),
+        Outcome::Unallocated(bytes) => mirai_error(
+            &format!("the result ({bytes} bytes) could not be allocated on the host"),
+            t,
+        ),
         Outcome::Vector(buf, vtype) => {
             let n = buf.data_len() / vtype.element_size();
             super::vectors::into_r_vector(buf, vtype).unwrap_or_else(|| {

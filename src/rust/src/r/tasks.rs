@@ -27,13 +27,7 @@ fn init_mirai(binding: Robj, make_error: Robj) {
     // SAFETY: both are protected by the caller; `init` preserves them.
     super::mirai::init(unsafe { binding.get() }, unsafe { make_error.get() });
     super::vectors::measure_layout();
-    let r_thread = std::thread::current().id();
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() != r_thread {
-            default(info);
-        }
-    }));
+    crate::panics::quiet_on_this_thread();
 }
 
 /// Serialize `payload` into a task frame with `flags` and queue it (or
