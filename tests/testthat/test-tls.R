@@ -159,11 +159,11 @@ test_that("launch_remote() commands carry the certificate and connect", {
   cmd <- sub("\n+$", "", sub("^\\[1\\]\n", "", printed))
   expect_identical(strip_secret(cmd), unclass(cmds)[1L])
   # and it runs, without this session's MIRAI_SECRET to inherit
-  p <- processx::process$new("/bin/sh", c("-c", cmd), env = c(MIRAI_SECRET = ""),
+  p <- processx::process$new("/bin/sh", c("-c", cmd), env = c("current", MIRAI_SECRET = ""),
                              cleanup = TRUE, cleanup_tree = TRUE)
   on.exit(kill_process(p), add = TRUE)
   expect_true(wait_conn(1, timeout = 20))
-  expect_identical(mirai(1 + 1)[], 2)
+  expect_identical(mirai(1 + 1, .timeout = 20000)[], 2)
 })
 
 # Certificates made with the openssl command: an authority, a host
