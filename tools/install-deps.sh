@@ -3,13 +3,19 @@
 # machine (run as root): R and the Debian-packaged R packages used by the
 # tests and vignettes, and the real peers the tests start (an SSH server,
 # iproute2 for network namespaces, openssl for TLS certificates), then
-# from CRAN the R packages Debian does not package. Rust (cargo, rustc)
+# from CRAN the R packages Debian does not package or packages too old
+# for the ecosystem tests (promises, Shiny, purrr, future.mirai, ...), and
+# the browser driver the Shiny test uses (playwright-core from npm, driving
+# Debian's chromium). Rust (cargo, rustc)
 # must already be installed; the crates come vendored with the package.
 # Does nothing if all is present.
 set -euo pipefail
 PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       r-cran-knitr r-cran-rmarkdown r-cran-future r-cran-processx xz-utils
-      openssh-server openssh-client iproute2 openssl pandoc"
+      openssh-server openssh-client iproute2 openssl pandoc
+      r-cran-shiny r-cran-purrr r-cran-httpuv r-cran-rcpp r-cran-jsonlite
+      r-cran-foreach r-cran-doparallel r-cran-iterators r-cran-rlang
+      chromium chromium-driver nodejs libcurl4-openssl-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -30,3 +36,17 @@ if (length(missing)) {
   ok <- vapply(missing, requireNamespace, logical(1L), quietly = TRUE)
   if (!all(ok)) stop("could not install: ", paste(missing[!ok], collapse = " "))
 }' "$CRAN"
+
+# CRAN releases the ecosystem tests drive (the Debian builds above are
+# older): installed, or upgraded, only where below the version needed.
+# (future.mirai, which imports mirai, is installed by .ci/run next to the
+# mirai it builds, without dependencies so CRAN's mirai is never pulled in.)
+Rscript "$(dirname "$0")/install-r-deps.R" later promises=1.3.0 shiny=1.8.1 bslib \
+  purrr=1.1.0 carrier foreach doParallel nanoarrow otel processx jsonlite \
+  future=1.49.0 parallelly globals
+
+# playwright-core (no browser download: it drives /usr/bin/chromium)
+BROWSER="$(dirname "$0")/browser"
+if [ -f "$BROWSER/package-lock.json" ] && [ ! -d "$BROWSER/node_modules" ]; then
+  (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error)
+fi

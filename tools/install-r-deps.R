@@ -49,7 +49,8 @@ while (length(todo)) {
   }
 }
 
-need <- names(mins)[mapply(too_old, names(mins), mins)]
+outdated <- function() names(mins)[vapply(names(mins), function(p) too_old(p, mins[[p]]), NA)]
+need <- outdated()
 if (length(need)) {
   message("installing from CRAN: ", paste(need, collapse = " "))
   utils::install.packages(need, repos = repos, dependencies = FALSE, quiet = TRUE,
@@ -61,6 +62,6 @@ for (p in nodeps) {
     utils::install.packages(p, repos = repos, dependencies = FALSE, quiet = TRUE)
   }
 }
-bad <- c(names(mins)[mapply(too_old, names(mins), mins)],
+bad <- c(outdated(),
          nodeps[is.na(vapply(nodeps, installed_version, ""))])
 if (length(bad)) stop("could not install: ", paste(bad, collapse = " "))
