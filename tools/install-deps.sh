@@ -2,7 +2,8 @@
 # Installs what building and testing mirai needs on a Debian bookworm
 # machine (run as root): R and the Debian-packaged R packages used by the
 # tests and vignettes, and the real peers the tests start (an SSH server,
-# iproute2 for network namespaces, openssl for TLS certificates), then
+# iproute2 for network namespaces, openssl for TLS certificates, Slurm and
+# munge for a private single-node scheduler), then
 # from CRAN the R packages Debian does not package or packages too old
 # for the ecosystem tests (promises, Shiny, purrr, future.mirai, ...), and
 # the browser driver the Shiny test uses (playwright-core from npm, driving
@@ -15,7 +16,7 @@ PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       openssh-server openssh-client iproute2 openssl pandoc
       r-cran-shiny r-cran-purrr r-cran-httpuv r-cran-rcpp r-cran-jsonlite
       r-cran-foreach r-cran-doparallel r-cran-iterators r-cran-rlang
-      chromium chromium-driver nodejs libcurl4-openssl-dev"
+      chromium chromium-driver nodejs libcurl4-openssl-dev slurm-wlm munge"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
