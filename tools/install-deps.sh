@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing mirai needs on a Debian bookworm
 # machine (run as root): R and the Debian-packaged R packages used by the
-# tests and vignettes, and the real peers the tests start (an SSH server,
+# tests and vignettes; the real peers the tests start (an SSH server,
 # iproute2 for network namespaces, openssl for TLS certificates, Slurm and
-# munge for a private single-node scheduler), then
-# from CRAN the R packages Debian does not package or packages too old
-# for the ecosystem tests (promises, Shiny, purrr, future.mirai, ...), and
-# the browser driver the Shiny test uses (playwright-core from npm, driving
-# Debian's chromium). Rust (cargo, rustc)
-# must already be installed; the crates come vendored with the package.
-# Does nothing if all is present.
+# munge for a private single-node scheduler, Chromium for the Shiny test);
+# from CRAN the R packages Debian lacks or has too old for the ecosystem
+# tests (promises, Shiny, purrr, ...); and from npm playwright-core, which
+# drives Debian's Chromium. Rust (cargo, rustc) must already be installed;
+# the crates come vendored with the package. Does nothing if all is present.
 set -euo pipefail
 PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       r-cran-knitr r-cran-rmarkdown r-cran-future r-cran-processx xz-utils
