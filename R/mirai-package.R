@@ -31,6 +31,7 @@ NULL
   sync_launch = "daemons cannot be launched for synchronous compute profiles",
   within_map = "cannot create local daemons from within mirai map",
   not_aio = "object is not an Aio or list of Aios",
+  cluster_inactive = "cluster is no longer active",
   sync_message = "mirai: initial sync with daemon(s) [%d secs elapsed]"
 )
 

@@ -213,5 +213,6 @@ host_secret <- function() attr(mirai:::.profile(NULL)$host, "secret")
 # Clusters and custom serialization (SPEC 5.2, 5.3) arrive with the
 # ecosystem work: tests of them skip until this build has them.
 skip_without_ecosystem <- function()
-  if (!exists("make_cluster", envir = asNamespace("mirai"), inherits = FALSE))
+  if (!all(vapply(c("make_cluster", "serial_config"), exists, logical(1L),
+                  envir = asNamespace("mirai"), inherits = FALSE)))
     skip("clusters and serial_config() are not in this build yet")
