@@ -6,6 +6,8 @@
 //! single signal lets it wait on one mirai or race many with the same code,
 //! at a few bytes per task. A race registers a [`Watcher`] with the aios it
 //! waits on, so each completion costs it O(1) rather than a rescan.
+//! Anything else that must act the moment an aio completes (a promise's
+//! settlement) registers a completion hook, run by the completing thread.
 
 use crate::buffer::VectorBuffer;
 use crate::protocol::VectorType;
@@ -35,11 +37,27 @@ pub enum Outcome {
     Taken,
 }
 
+/// Code to run once when an aio completes, on whichever thread completes
+/// it (so it must not touch R).
+pub type Hook = Box<dyn FnOnce() + Send>;
+
+/// The hooks of one aio (a type of its own only to be `Debug`).
+#[derive(Default)]
+struct Hooks(Vec<Hook>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooks({})", self.0.len())
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     outcome: Outcome,
     /// A race waiting on this aio, told when it completes.
     watcher: Option<Weak<Watcher>>,
+    /// Run once on completion, after the outcome is readable.
+    hooks: Hooks,
 }
 
 #[derive(Debug)]
@@ -106,6 +124,7 @@ impl Aio {
             inner: Mutex::new(Inner {
                 outcome: Outcome::Pending,
                 watcher: None,
+                hooks: Hooks::default(),
             }),
             slot: AtomicU32::new(NO_SLOT),
             owner,
@@ -128,13 +147,13 @@ impl Aio {
     /// Complete with `outcome` unless already complete. Returns whether this
     /// call completed it.
     pub fn complete(&self, outcome: Outcome) -> bool {
-        let watcher = {
+        let (watcher, hooks) = {
             let mut inner = self.inner.lock();
             if !matches!(inner.outcome, Outcome::Pending) {
                 return false;
             }
             inner.outcome = outcome;
-            inner.watcher.take()
+            (inner.watcher.take(), std::mem::take(&mut inner.hooks.0))
         };
         if let Some(w) = watcher.and_then(|w| w.upgrade()) {
             w.completed.lock().push(self.id);
@@ -142,6 +161,11 @@ impl Aio {
         let slot = self.slot.load(Ordering::SeqCst);
         if slot != NO_SLOT {
             COLLECT.lock().push(slot);
+        }
+        // after the slot is queued for collection, so whatever a hook sets
+        // off finds the result collectable; run with no lock held
+        for hook in hooks {
+            hook();
         }
         *COMPLETIONS.lock() += 1;
         COMPLETED.notify_all();
@@ -175,6 +199,17 @@ impl Aio {
         }
         inner.watcher = Some(Arc::downgrade(watcher));
         true
+    }
+
+    /// Have `hook` run when this aio completes. If it already has, nothing
+    /// is registered and the hook comes back, for the caller to run.
+    pub fn on_complete(&self, hook: Hook) -> Result<(), Hook> {
+        let mut inner = self.inner.lock();
+        if !matches!(inner.outcome, Outcome::Pending) {
+            return Err(hook);
+        }
+        inner.hooks.0.push(hook);
+        Ok(())
     }
 
     /// Take the outcome for conversion to R (which caches it), leaving
@@ -261,6 +296,33 @@ mod tests {
         assert!(!b.watch(&w));
         a.complete(Outcome::Error(ERR_TIMEOUT));
         assert_eq!(w.take(), vec![a.id]);
+    }
+
+    #[test]
+    fn a_hook_runs_once_on_the_completing_thread_after_the_outcome() {
+        use std::sync::atomic::AtomicUsize;
+        let a = Aio::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (r, seen) = (runs.clone(), a.clone());
+        let hook: Hook = Box::new(move || {
+            assert!(!seen.is_pending(), "the outcome is readable in the hook");
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(a.on_complete(hook).is_ok());
+        let b = a.clone();
+        std::thread::spawn(move || b.complete(Outcome::Error(ERR_CANCELED)))
+            .join()
+            .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(!a.complete(Outcome::Error(ERR_TIMEOUT)));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // too late: the hook comes back to the caller, unrun
+        let r = runs.clone();
+        let late = a.on_complete(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(late.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -51,6 +51,9 @@ extern "C" {
         fdata: *mut c_void,
     ) -> SEXP;
     pub fn R_CheckUserInterrupt();
+    /// A C function another package registered with `R_RegisterCCallable`
+    /// (raises an R error if there is none).
+    pub fn R_GetCCallable(package: *const c_char, name: *const c_char) -> extendr_ffi::DL_FUNC;
     pub fn R_MakeActiveBinding(sym: SEXP, fun: SEXP, env: SEXP);
     pub fn R_removeVarFromFrame(sym: SEXP, env: SEXP);
     pub fn Rf_findVarInFrame(env: SEXP, sym: SEXP) -> SEXP;

@@ -4,8 +4,8 @@
 //! The functions R calls (`.Call(wrap__<name>, ...)`) are grouped like the
 //! R files they serve: [`tasks`] (mirai.R, map.R), [`waits`] (waiting,
 //! collecting, cancelling), [`daemons`] (daemons.R), [`daemon`]
-//! (daemon.R), [`launch`] (launch.R). Each converts its arguments, calls
-//! into the core and converts back. The rest supports them: the mirai
+//! (daemon.R), [`launch`] (launch.R), [`promises`] (promises.R). Each
+//! converts its arguments, calls into the core and converts back. The rest supports them: the mirai
 //! objects ([`mirai`]), serialization ([`serial`]), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
 //! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
@@ -20,6 +20,7 @@ mod launch;
 mod mirai;
 mod outframes;
 mod plain_data;
+mod promises;
 mod rawargs;
 mod serial;
 mod tasks;
@@ -69,4 +70,5 @@ extendr_module! {
     use daemons;
     use daemon;
     use launch;
+    use promises;
 }
