@@ -6,7 +6,8 @@
 //! collecting, cancelling), [`daemons`] (daemons.R), [`daemon`]
 //! (daemon.R), [`launch`] (launch.R). Each converts its arguments, calls
 //! into the core and converts back. The rest supports them: the mirai
-//! objects ([`mirai`]), serialization ([`serial`]), task and result frames
+//! objects ([`mirai`]), serialization ([`serial`], with [`refhooks`] for
+//! configured classes), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
 //! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
 //! declarations extendr lacks ([`api`]).
@@ -21,6 +22,7 @@ mod mirai;
 mod outframes;
 mod plain_data;
 mod rawargs;
+mod refhooks;
 mod serial;
 mod tasks;
 mod unwind;
