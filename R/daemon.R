@@ -146,7 +146,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       s$calls <- NULL
       # the limits are checked as a task arrives: this one is then the last
       s$last <- s$done + 1 >= maxtasks || 1000 * (proc.time()[["elapsed"]] - s$started) >= walltime
-      ._mirai_. <- unserialize(msg[[4L]])
+      ._mirai_. <- if (msg[[6L]]) .Call(wrap__daemon_task, conn) else unserialize(msg[[4L]])
       if (msg[[5L]]) {
         why <- .Call(wrap__daemon_fill_raw, conn, msg[[1L]], ._mirai_.)
         if (identical(why, -1L)) return(0L)
@@ -179,6 +179,9 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   s$msg <- NULL
   .state$within_map <- FALSE
   why <- .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
+  # the serialization configuration failed on the value: this daemon has
+  # left its host, which resolves the task as lost with its daemon
+  if (identical(why, -1L)) return(0L)
   if (!is.null(why))
     .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], .mirai_error(simpleError(why), list()), TRUE)
   s$done <- s$done + 1

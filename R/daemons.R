@@ -46,7 +46,10 @@
 #'   queued at the dispatcher: while the queued bytes reach it, [mirai()]
 #'   waits (backpressure) and [try_mirai()] returns `NULL`. `NULL`, 0,
 #'   negative, `NA` or `Inf` mean unbounded.
-#' @param serial (dispatcher) custom serialization configuration.
+#' @param serial (dispatcher) a custom serialization configuration made by
+#'   [serial_config()], applied to tasks and their results; `NULL` uses the
+#'   configurations added by [register_serial()], if any. Ignored without
+#'   dispatcher.
 #' @param tls for secure URLs (`tls+tcp://`, `wss://`): `NULL` (default)
 #'   makes single-use credentials automatically (zero configuration: see
 #'   Details); or the host's certificate and private key, either a path to
@@ -110,13 +113,15 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     if (is.na(n) || n < 0L) stop(.messages$n_zero)
     if (n == 0L) return(invisible(.reset(name, exit = FALSE)))
     if (.within_map()) stop(.messages$within_map)
-    profile <- .start(name, local_url(), dispatcher, memory, seed, settings, NULL, NULL, n, retry)
+    profile <- .start(name, local_url(), dispatcher, memory, seed, settings, NULL, NULL, n, retry,
+                      serial)
     .launch_local(profile, n, settings$dots, settings$tlscert)
     .sync_daemons(profile, n, dispatcher)
     return(invisible(.daemons_value(name)))
   }
   if (!is.character(url)) stop(sprintf("`url` must be of type character, not %s", typeof(url)))
-  profile <- .start(name, url[1L], dispatcher, memory, seed, settings, tls, pass, 1L, retry)
+  profile <- .start(name, url[1L], dispatcher, memory, seed, settings, tls, pass, 1L, retry,
+                    serial)
   if (length(remote)) {
     done <- FALSE
     on.exit(if (!done) .reset(name, exit = FALSE))
@@ -133,18 +138,21 @@ print.miraiDaemons <- function(x, ...) print(unclass(x))
 
 # Set up profile `name` listening at `url` (after resetting what it had):
 # its host, random-number streams and settings. Returns the profile.
-.start <- function(name, url, dispatcher, memory, seed, settings, tls, pass, n, retry) {
+.start <- function(name, url, dispatcher, memory, seed, settings, tls, pass, n, retry, serial) {
+  call <- sys.call(-1L)
   memory <- .memory_budget(memory)
   tls <- .host_tls(tls, pass)
+  # without dispatcher the configuration is ignored (validated all the same)
+  serial <- .serial(serial, call)
   .reset(name, exit = FALSE)
   stream <- .initial_stream(seed)
   # MIRAI_SECRET, if set, is the secret instead of a fresh random one:
   # daemons that outlive their host (autoexit = FALSE) can then serve a
   # new host at the same URL
-  call <- sys.call(-1L)
   host <- tryCatch(
     .Call(wrap__host_listen, url, dispatcher, memory %||% 0, Sys.getenv("MIRAI_SECRET"),
-          tls$cert, tls$key, tls$pass, if (dispatcher) stream, retry),
+          tls$cert, tls$key, tls$pass, if (dispatcher) stream, retry,
+          if (dispatcher) serial),
     error = function(e) .abort(conditionMessage(e), call)
   )
   profile <- .set_profile(name, n = n, url = .Call(wrap__host_url, host), sync = FALSE,

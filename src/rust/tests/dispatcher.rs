@@ -690,6 +690,58 @@ fn connecting_daemons_get_successive_streams() {
     plain.close(false);
 }
 
+/// 6g. A dispatcher with a serialization configuration announces it in
+///     WELCOME and sends it (SERIAL) right after, before any task, to
+///     every daemon that connects, including a task queued before it came.
+#[test]
+fn the_serialization_configuration_precedes_the_first_task() {
+    let _g = serial();
+    let config: Arc<[u8]> = Arc::from(&b"serialized configuration"[..]);
+    let host = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            dispatcher: true,
+            serial: Some(config.clone()),
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    let t = submit(&host, b"queued early", None);
+    for n in 1..=2 {
+        let (d, welcome) = Sim::connect_welcomed(host.url());
+        assert!(welcome.serial, "daemon {n}: no configuration announced");
+        let f = d.recv();
+        assert_eq!(
+            f.kind,
+            mirai::protocol::message::SERIAL,
+            "daemon {n}: expected SERIAL first"
+        );
+        assert_eq!(SerialConfig::decode(&f).unwrap().config, &config[..]);
+        if n == 1 {
+            d.expect_task(&t, b"queued early");
+            d.answer(t.id as u64, b"done");
+            wait(&t);
+        }
+        connected(&host, 1);
+        drop(d);
+        eventually("daemon removed", || host.connections() == 0);
+    }
+    host.close(false);
+    // without dispatcher there is none to send
+    let plain = Host::listen_with(
+        "tcp://127.0.0.1:0",
+        HostConfig {
+            serial: Some(config),
+            ..HostConfig::default()
+        },
+    )
+    .unwrap();
+    let (d, welcome) = Sim::connect_welcomed(plain.url());
+    assert!(!welcome.serial);
+    assert!(d.quiet(100));
+    plain.close(false);
+}
+
 /// 6f. With `retry`, a task whose daemon dies before answering goes back
 ///     to the head of the queue, up to `retry` times, then resolves to 19.
 #[test]

@@ -1,10 +1,11 @@
 //! A daemon's side of the handshake: HELLO, the proof of its secret if the
-//! host challenges it, and the host's WELCOME (with this daemon's set-up)
+//! host challenges it, and the host's WELCOME (with this daemon's set-up,
+//! and the profile's serialization configuration after it if announced)
 //! or REJECT.
 
-use crate::protocol::frame::{frame, read_frame_blocking, HANDSHAKE_MAX};
+use crate::protocol::frame::{frame, read_frame_blocking, FRAME_MAX, HANDSHAKE_MAX};
 use crate::protocol::handshake::{hello_body, proof, Welcome, PACKAGE_VERSION, PROTOCOL_VERSION};
-use crate::protocol::message::{CHALLENGE, HELLO, PROOF, REJECT, WELCOME};
+use crate::protocol::message::{SerialConfig, CHALLENGE, HELLO, PROOF, REJECT, WELCOME};
 use crate::transport::url::Url;
 use crate::transport::{dial_sync, SyncStream, TransportError};
 use std::io::Write;
@@ -43,6 +44,8 @@ impl std::fmt::Display for DialError {
 pub struct Connected {
     pub stream: SyncStream,
     pub welcome: Welcome,
+    /// The profile's serialization configuration, if the host has one.
+    pub serial: Option<Vec<u8>>,
 }
 
 /// Dial `url` and complete the handshake.
@@ -70,11 +73,23 @@ pub fn connect_once(
             }
         })?;
     }
-    s.set_read_timeout(None).map_err(io)?;
     match reply.kind {
         WELCOME => {
             let welcome = Welcome::decode(&reply).map_err(io)?;
-            Ok(Connected { stream: s, welcome })
+            // the host is admitted-to now, so a configuration may be large
+            let serial = match welcome.serial {
+                true => {
+                    let f = read_frame_blocking(&s, FRAME_MAX).map_err(io)?;
+                    Some(SerialConfig::decode(&f).map_err(io)?.config)
+                }
+                false => None,
+            };
+            s.set_read_timeout(None).map_err(io)?;
+            Ok(Connected {
+                stream: s,
+                welcome,
+                serial,
+            })
         }
         REJECT => Err(DialError::Refused(
             String::from_utf8_lossy(&reply.body).into_owned(),

@@ -61,6 +61,10 @@ pub enum Incoming {
     /// A new connection's set-up from a dispatcher: this daemon's
     /// random-number stream.
     Setup(Stream),
+    /// A new connection's serialization configuration (serialized by R),
+    /// or `None`: the previous connection's no longer applies. Comes
+    /// before anything else on that connection.
+    Serial(Option<Vec<u8>>),
     /// The host asked this daemon to exit.
     Exit,
     /// The connection dropped and this daemon does not redial.
@@ -74,6 +78,10 @@ struct Conn {
     epoch: u64,
     /// The set-up from WELCOME, not yet handed to R.
     setup: Option<Stream>,
+    /// The serialization configuration that came with WELCOME.
+    serial: Option<Vec<u8>>,
+    /// Whether R has been told this connection's configuration.
+    serial_told: bool,
 }
 
 impl Conn {
@@ -82,6 +90,8 @@ impl Conn {
             stream: c.stream,
             epoch,
             setup: c.welcome.stream,
+            serial: c.serial,
+            serial_told: false,
         }
     }
 }
@@ -109,6 +119,8 @@ pub struct Client {
     /// The raw vectors of the task last received that R has not read yet
     /// (see [`Client::take_raw`]), and the connection they are on.
     pending_raw: Mutex<Option<(u64, Vec<RawArg>)>>,
+    /// R holds a serialization configuration (from an earlier connection).
+    serial_set: AtomicBool,
 }
 
 /// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
@@ -209,6 +221,7 @@ impl Client {
             send_buf: Mutex::new(Vec::new()),
             just_served: AtomicBool::new(false),
             pending_raw: Mutex::new(None),
+            serial_set: AtomicBool::new(false),
         })
     }
 
@@ -246,6 +259,14 @@ impl Client {
             }
             let mut guard = self.conn.lock();
             let c = guard.as_mut().expect("checked above");
+            if !c.serial_told {
+                c.serial_told = true;
+                let serial = c.serial.take();
+                if serial.is_some() || self.serial_set.load(Ordering::Relaxed) {
+                    self.serial_set.store(serial.is_some(), Ordering::Relaxed);
+                    return Some(Incoming::Serial(serial));
+                }
+            }
             if let Some(stream) = c.setup.take() {
                 return Some(Incoming::Setup(stream));
             }
@@ -423,6 +444,15 @@ impl Client {
         if failed {
             self.drop_connection(&mut conn);
         }
+    }
+
+    /// Drop the connection without a word and serve no more: the host
+    /// sees the daemon gone with its task (which resolves to errorValue
+    /// 19), as when a daemon process dies.
+    pub fn abandon(&self) {
+        self.may_dial.store(false, Ordering::Relaxed);
+        self.task_done();
+        self.conn.lock().take();
     }
 
     /// R has left the daemon loop: tell the host (so tasks sent since the

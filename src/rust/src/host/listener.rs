@@ -15,7 +15,7 @@ use crate::protocol::handshake::{
     check_hello, new_challenge, parse_hello, proof_matches, Welcome, PROTOCOL_VERSION,
 };
 use crate::protocol::message::{
-    read_result, ResultValue, CHALLENGE, LEAVING, PROOF, REJECT, RESULT, WELCOME,
+    read_result, ResultValue, SerialConfig, CHALLENGE, LEAVING, PROOF, REJECT, RESULT, WELCOME,
 };
 use crate::protocol::{frame, HEADER_LEN};
 use crate::transport::{Accepted, BoxStream, Listener};
@@ -126,14 +126,30 @@ async fn serve(host: Arc<Host>, accepted: Accepted) {
             return;
         }
     };
+    let serial = host
+        .config
+        .serial
+        .as_ref()
+        .filter(|_| host.config.dispatcher);
     let welcome = Welcome {
         stream: host.state.lock().next_stream(),
+        serial: serial.is_some(),
     };
     if write_frame(&mut stream, &frame(WELCOME, &welcome.encode()))
         .await
         .is_err()
     {
         return;
+    }
+    // the configuration goes before the daemon is registered, so before
+    // any task can be sent to it
+    if let Some(config) = serial {
+        let msg = SerialConfig {
+            config: config.to_vec(),
+        };
+        if write_frame(&mut stream, &msg.encode()).await.is_err() {
+            return;
+        }
     }
     let mut stop = host.shutdown.subscribe();
     let (rd, wr) = tokio::io::split(stream);

@@ -55,6 +55,9 @@ pub struct HostConfig {
     /// answering is queued again (at the head) before it resolves to
     /// errorValue 19.
     pub retry: u32,
+    /// Dispatcher: the profile's serialization configuration (serialized
+    /// by R, opaque here), sent to every daemon right after its WELCOME.
+    pub serial: Option<Arc<[u8]>>,
 }
 
 pub struct Host {

@@ -4,7 +4,9 @@
 //! keyed with the secret: the secret never crosses the network, and a
 //! recorded proof is worthless for the next challenge. A wrong proof is
 //! dropped without a word. Finally the host answers WELCOME, carrying the
-//! daemon's set-up, or REJECT with a reason, and closes.
+//! daemon's set-up, or REJECT with a reason, and closes. A WELCOME may
+//! announce that a SERIAL message (the profile's serialization
+//! configuration) follows it, before anything else.
 
 use super::frame::{invalid, Frame};
 use super::message::{HELLO, WELCOME};
@@ -12,7 +14,7 @@ use std::io;
 
 pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
 /// Bumped whenever the framing or message layout changes.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Bytes in a challenge and in a proof.
 pub const PROOF_LEN: usize = 32;
@@ -93,17 +95,25 @@ pub fn proof_matches(secret: &[u8], challenge: &[u8], given: &[u8]) -> bool {
 pub type Stream = [i32; 7];
 
 /// What WELCOME gives a daemon. A dispatcher gives each daemon its own
-/// random-number stream; a host without one gives nothing.
+/// random-number stream; a host without one gives nothing. `serial` says
+/// a SERIAL message (the profile's serialization configuration) follows.
 #[derive(Debug, Default, PartialEq)]
 pub struct Welcome {
     pub stream: Option<Stream>,
+    pub serial: bool,
 }
 
 const HAS_STREAM: u8 = 1;
+const HAS_SERIAL: u8 = 2;
+const FLAGS: u8 = HAS_STREAM | HAS_SERIAL;
 
 impl Welcome {
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![if self.stream.is_some() { HAS_STREAM } else { 0 }];
+        let mut flags = if self.stream.is_some() { HAS_STREAM } else { 0 };
+        if self.serial {
+            flags |= HAS_SERIAL;
+        }
+        let mut b = vec![flags];
         for word in self.stream.iter().flatten() {
             b.extend_from_slice(&word.to_le_bytes());
         }
@@ -112,12 +122,16 @@ impl Welcome {
 
     pub fn decode(frame: &Frame) -> io::Result<Welcome> {
         let b = &frame.body;
-        if frame.kind != WELCOME || b.is_empty() || b[0] & !HAS_STREAM != 0 {
+        if frame.kind != WELCOME || b.is_empty() || b[0] & !FLAGS != 0 {
             return Err(invalid("malformed welcome"));
         }
+        let serial = b[0] & HAS_SERIAL != 0;
         if b[0] & HAS_STREAM == 0 {
             return match b.len() {
-                1 => Ok(Welcome { stream: None }),
+                1 => Ok(Welcome {
+                    stream: None,
+                    serial,
+                }),
                 _ => Err(invalid("malformed welcome")),
             };
         }
@@ -130,6 +144,7 @@ impl Welcome {
         }
         Ok(Welcome {
             stream: Some(stream),
+            serial,
         })
     }
 }
@@ -188,9 +203,21 @@ mod tests {
     #[test]
     fn welcome_round_trips_and_rejects_garbage() {
         for w in [
-            Welcome { stream: None },
+            Welcome {
+                stream: None,
+                serial: false,
+            },
+            Welcome {
+                stream: None,
+                serial: true,
+            },
             Welcome {
                 stream: Some([10407, -1, 2, i32::MIN, i32::MAX, 5, 6]),
+                serial: false,
+            },
+            Welcome {
+                stream: Some([10407, -1, 2, i32::MIN, i32::MAX, 5, 6]),
+                serial: true,
             },
         ] {
             let f = Frame {
@@ -199,7 +226,14 @@ mod tests {
             };
             assert_eq!(Welcome::decode(&f).unwrap(), w);
         }
-        for body in [vec![], vec![2], vec![1, 0, 0], vec![0, 0]] {
+        for body in [
+            vec![],
+            vec![4],
+            vec![1, 0, 0],
+            vec![3, 0],
+            vec![0, 0],
+            vec![2, 0],
+        ] {
             let f = Frame {
                 kind: WELCOME,
                 body,

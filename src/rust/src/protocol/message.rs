@@ -14,6 +14,10 @@
 //! - `LEAVING` daemon -> host: this daemon stops serving (a limit was
 //!   reached, or it was told to exit); any task sent to it since its last
 //!   result was never started and may go to another daemon.
+//! - `SERIAL` host -> daemon, right after a WELCOME that announces it: the
+//!   profile's serialization configuration, for the daemon to apply before
+//!   its first task. Format u8 ([`SERIAL_FORMAT`]), length u64, then that
+//!   many bytes (the configuration serialized by R; opaque here).
 
 use super::frame::{begin_frame, finish_frame, frame, invalid, set_body_len, HEADER_LEN};
 use std::io;
@@ -29,6 +33,7 @@ pub const EXIT: u8 = 7;
 pub const LEAVING: u8 = 8;
 pub const CHALLENGE: u8 = 9;
 pub const PROOF: u8 = 10;
+pub const SERIAL: u8 = 11;
 
 /// Task flag: evaluate keeping state (`everywhere()`): the daemon takes a
 /// new cleanup baseline afterwards.
@@ -344,6 +349,48 @@ where
     Ok((id, ResultValue::Serialized(body, flags & RESULT_ERROR != 0)))
 }
 
+// ---- SERIAL -------------------------------------------------------------
+
+/// The layout of a SERIAL body this version writes and reads.
+pub const SERIAL_FORMAT: u8 = 1;
+const SERIAL_HEAD_LEN: usize = 9;
+
+/// A profile's serialization configuration as it travels to a daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SerialConfig {
+    /// The configuration serialized by R (its classes and functions).
+    pub config: Vec<u8>,
+}
+
+impl SerialConfig {
+    /// The whole SERIAL frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = begin_frame(SERIAL, SERIAL_HEAD_LEN + self.config.len());
+        buf.push(SERIAL_FORMAT);
+        buf.extend_from_slice(&(self.config.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&self.config);
+        finish_frame(&mut buf);
+        buf
+    }
+
+    /// The configuration in a SERIAL frame; anything else, another format
+    /// or a length that disagrees with the body is refused.
+    pub fn decode(frame: &super::frame::Frame) -> io::Result<SerialConfig> {
+        let bad = || invalid("malformed serialization configuration");
+        let b = &frame.body;
+        if frame.kind != SERIAL || b.len() < SERIAL_HEAD_LEN || b[0] != SERIAL_FORMAT {
+            return Err(bad());
+        }
+        let n = u64::from_le_bytes(b[1..SERIAL_HEAD_LEN].try_into().expect("8 bytes"));
+        if n != (b.len() - SERIAL_HEAD_LEN) as u64 || n == 0 {
+            return Err(bad());
+        }
+        Ok(SerialConfig {
+            config: b[SERIAL_HEAD_LEN..].to_vec(),
+        })
+    }
+}
+
 // ---- CANCEL, EXIT, LEAVING ----------------------------------------------
 
 pub fn cancel_frame(id: u64) -> Vec<u8> {
@@ -518,6 +565,58 @@ mod tests {
         )
         .await
         .is_err());
+    }
+
+    /// The frame as a reader sees it after the header.
+    fn as_frame(bytes: &[u8]) -> io::Result<crate::protocol::frame::Frame> {
+        crate::protocol::frame::read_frame_blocking(bytes, FRAME_MAX)
+    }
+
+    #[test]
+    fn serial_configs_round_trip() {
+        let c = SerialConfig {
+            config: b"X\n\x00\x00\x00\x03 config".to_vec(),
+        };
+        let f = c.encode();
+        let header: [u8; HEADER_LEN] = f[..HEADER_LEN].try_into().unwrap();
+        assert_eq!(
+            parse_header(&header, FRAME_MAX).unwrap(),
+            (SERIAL, (f.len() - HEADER_LEN) as u64)
+        );
+        assert_eq!(SerialConfig::decode(&as_frame(&f).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn malformed_serial_configs_are_refused_without_panic() {
+        let good = SerialConfig {
+            config: vec![1, 2, 3, 4],
+        }
+        .encode();
+        let body = good[HEADER_LEN..].to_vec();
+        let with_body = |kind: u8, body: Vec<u8>| crate::protocol::frame::Frame { kind, body };
+        // every truncation of the body, including an empty one
+        for n in 0..body.len() {
+            assert!(SerialConfig::decode(&with_body(SERIAL, body[..n].to_vec())).is_err());
+        }
+        // trailing bytes
+        let mut long = body.clone();
+        long.push(0);
+        assert!(SerialConfig::decode(&with_body(SERIAL, long)).is_err());
+        // a length that claims more than there is, or overflows
+        for claim in [5u64, u64::MAX] {
+            let mut lying = body.clone();
+            lying[1..9].copy_from_slice(&claim.to_le_bytes());
+            assert!(SerialConfig::decode(&with_body(SERIAL, lying)).is_err());
+        }
+        // another format, another kind, an empty configuration
+        let mut other = body.clone();
+        other[0] = SERIAL_FORMAT + 1;
+        assert!(SerialConfig::decode(&with_body(SERIAL, other)).is_err());
+        assert!(SerialConfig::decode(&with_body(TASK, body)).is_err());
+        let empty = SerialConfig { config: vec![] }.encode();
+        assert!(SerialConfig::decode(&as_frame(&empty).unwrap()).is_err());
+        // a frame cut short on the wire never gets to decoding
+        assert!(as_frame(&good[..good.len() - 1]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! daemons, launching local ones, closing.
 
 use super::handle::{get_handle, new_handle, Tagged};
+use super::refhooks::Hooks;
 use super::unwind::user_interrupted;
 use super::{millis, not_forked, r_error, robj, INTERRUPT_SLICE};
 use crate::host::{Host, HostConfig};
@@ -58,7 +59,10 @@ fn host_tls(url: &str, cert: &str, key: &str, pass: Option<&str>) -> Result<Opti
 /// attribute). A secure URL uses the PEM certificate chain and key given
 /// (the key decrypted with `tls_pass` unless NULL), or with none given,
 /// single-use credentials whose authority's certificate daemons must
-/// trust (the handle's "tlscert" attribute).
+/// trust (the handle's "tlscert" attribute). With dispatcher, `serial` (a
+/// `serial_config()` list, or NULL) is the profile's serialization
+/// configuration: sent to every daemon as it connects, and kept as the
+/// handle's "serial" attribute for the tasks and results of the profile.
 #[extendr]
 #[allow(clippy::too_many_arguments)]
 fn host_listen(
@@ -71,6 +75,7 @@ fn host_listen(
     tls_pass: Robj,
     stream: Robj,
     retry: i32,
+    serial: Robj,
 ) -> Result<Robj> {
     not_forked()?;
     let memory_limit =
@@ -84,6 +89,17 @@ fn host_listen(
         _ => None,
     };
     let tls = host_tls(url, tls_cert, tls_key, tls_pass.as_str())?;
+    // SAFETY: `serial` is protected by extendr for this call.
+    let hooked = dispatcher && unsafe { Hooks::from_config(serial.get()) }.is_some();
+    let serial_bytes = match hooked {
+        true => {
+            let mut buf = Vec::new();
+            // SAFETY: as above.
+            super::serial::serialize_into(unsafe { serial.get() }, &mut buf).map_err(r_error)?;
+            Some(Arc::<[u8]>::from(buf))
+        }
+        false => None,
+    };
     let config = HostConfig {
         ephemeral: false,
         dispatcher,
@@ -92,10 +108,14 @@ fn host_listen(
         tls: tls.as_ref().map(|t| t.config.clone()),
         stream,
         retry: retry.max(0) as u32,
+        serial: serial_bytes,
     };
     let h = Host::listen_with(url, config).map_err(r_error)?;
     let mut handle = robj(new_handle(Arc::new(HostHandle(h))));
     handle.set_attrib("secret", secret)?;
+    if hooked {
+        handle.set_attrib("serial", serial)?;
+    }
     if let Some(ca) = tls.and_then(|t| t.ca_pem) {
         handle.set_attrib("tlscert", ca)?;
     }

@@ -4,7 +4,8 @@
 //! them.
 
 use super::rawargs;
-use super::serial::{serialize_into, with_scratch};
+use super::refhooks::Hooks;
+use super::serial::{serialize_with, with_scratch, SerialFailure};
 use super::unwind::RFailure;
 use super::vectors::{into_r_vector, plain_vector};
 use crate::daemon::Client;
@@ -20,15 +21,21 @@ const RAW_RESULT_MIN: usize = 4 << 20;
 
 /// The TASK frame for task `id` with `payload`: serialized, except that
 /// large plain vectors among its objects follow as raw data still in R's
-/// memory (see `rawargs`). R's thread.
-pub fn task_frame(id: u64, flags: u8, payload: SEXP) -> Result<OutFrame, RFailure> {
+/// memory (see `rawargs`), with the profile's serialization configuration
+/// `hooks` if it has one. R's thread.
+pub fn task_frame(
+    id: u64,
+    flags: u8,
+    payload: SEXP,
+    hooks: Option<Hooks>,
+) -> Result<OutFrame, RFailure> {
     let raw = rawargs::find(payload);
     if raw.is_empty() {
         let frame = with_scratch(|buf| {
             begin_task(buf, id, flags);
-            serialize_into(payload, buf)?;
+            serialize_with(payload, buf, hooks)?;
             finish_task(buf, &[]);
-            Ok(())
+            Ok::<(), SerialFailure>(())
         })?;
         return Ok(frame.into());
     }
@@ -36,7 +43,7 @@ pub fn task_frame(id: u64, flags: u8, payload: SEXP) -> Result<OutFrame, RFailur
     begin_task(&mut head, id, flags | TASK_RAW_ARGS);
     // SAFETY: R's thread; the copy is protected while serialized.
     let rest = unsafe { Rf_protect(rawargs::without(payload, &raw)) };
-    let serialized = serialize_into(rest, &mut head);
+    let serialized = serialize_with(rest, &mut head, hooks);
     // SAFETY: balances the protect above.
     unsafe { Rf_unprotect(1) };
     serialized?;
@@ -99,14 +106,16 @@ pub fn fill_raw(client: &Client, id: u64, task: SEXP) -> Result<(), TaskError> {
 
 /// Send the result of task `id` to the host on the connection of `epoch`:
 /// a large plain vector as raw data straight from R's memory, anything
-/// else serialized.
+/// else serialized (with the host's serialization configuration `hooks`
+/// if it sent one).
 pub fn send_result(
     client: &Client,
     id: u64,
     epoch: u64,
     value: SEXP,
     is_error: bool,
-) -> Result<(), RFailure> {
+    hooks: Option<Hooks>,
+) -> Result<(), SerialFailure> {
     if let Some((vtype, n, data)) = plain_vector(value, RAW_RESULT_MIN) {
         let head = vector_result_head(id, vtype, n);
         client.write_parts(epoch, &[&head, data]);
@@ -114,7 +123,7 @@ pub fn send_result(
     }
     client.send(epoch, |frame| {
         begin_result(frame, id, is_error);
-        serialize_into(value, frame)?;
+        serialize_with(value, frame, hooks)?;
         finish_frame(frame);
         Ok(())
     })

@@ -302,10 +302,15 @@ fn collect_one(slot: u32) {
     if matches!(outcome, Outcome::Pending | Outcome::Taken) {
         return; // a newer mirai in a reused slot
     }
-    // SAFETY: R's thread; `env` and `value` are protected while R runs.
+    // SAFETY: R's thread; `env` and `value` are protected while R runs
+    // (and the configuration by `env` until it is removed).
     unsafe {
         Rf_protect(env);
-        let value = Rf_protect(to_r(outcome, &t));
+        let serial = Rf_getAttrib(env, sym(SERIAL_ATTR));
+        let value = Rf_protect(to_r(outcome, &t, serial));
+        if serial != R_NilValue {
+            Rf_setAttrib(env, sym(SERIAL_ATTR), R_NilValue);
+        }
         R_removeVarFromFrame(sym(c"data"), env);
         Rf_defineVar(sym(c"data"), value, env);
         Rf_defineVar(sym(c"value"), value, env);
@@ -328,8 +333,22 @@ fn release_slot(slot: u32, id: Option<i32>) {
     });
 }
 
-/// The R value of a completed outcome (unprotected).
-unsafe fn to_r(outcome: Outcome, t: &Templates) -> SEXP {
+/// A mirai of a profile with a serialization configuration carries it
+/// here until its value is read (see `refhooks`).
+const SERIAL_ATTR: &std::ffi::CStr = c"serial";
+
+/// Give `mirai` (protected) the serialization configuration `config` of
+/// its profile, for reading its value with.
+///
+/// # Safety
+/// R's thread; both protected.
+pub unsafe fn set_serial(mirai: SEXP, config: SEXP) {
+    Rf_setAttrib(mirai, sym(SERIAL_ATTR), config);
+}
+
+/// The R value of a completed outcome (unprotected); `serial` the
+/// mirai's serialization configuration (or NULL).
+unsafe fn to_r(outcome: Outcome, t: &Templates, serial: SEXP) -> SEXP {
     match outcome {
         Outcome::Error(code) => error_value(code, t),
         Outcome::Unallocated(bytes) => mirai_error(
@@ -345,7 +364,10 @@ unsafe fn to_r(outcome: Outcome, t: &Templates) -> SEXP {
                 )
             })
         }
-        Outcome::Value(bytes, _) => match super::serial::unserialize(&bytes) {
+        Outcome::Value(bytes, _) => match super::serial::unserialize_with(
+            &bytes,
+            super::refhooks::Hooks::from_config(serial),
+        ) {
             Ok(v) => v,
             Err(RFailure::Interrupt) => {
                 mirai_error("interrupted while unserializing the result", t)

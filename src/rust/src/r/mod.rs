@@ -5,8 +5,9 @@
 //! R files they serve: [`tasks`] (mirai.R, map.R), [`waits`] (waiting,
 //! collecting, cancelling), [`daemons`] (daemons.R), [`daemon`]
 //! (daemon.R), [`launch`] (launch.R), [`promises`] (promises.R). Each
-//! converts its arguments, calls into the core and converts back. The rest supports them: the mirai
-//! objects ([`mirai`]), serialization ([`serial`]), task and result frames
+//! converts its arguments, calls into the core and converts back. The rest
+//! supports them: the mirai objects ([`mirai`]), serialization ([`serial`],
+//! with [`refhooks`] for configured classes), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
 //! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
 //! declarations extendr lacks ([`api`]).
@@ -22,6 +23,7 @@ mod outframes;
 mod plain_data;
 mod promises;
 mod rawargs;
+mod refhooks;
 mod serial;
 mod tasks;
 mod unwind;

@@ -5,6 +5,7 @@
 //! run on R's main thread.
 
 use super::api::{R_InitInPStream, R_InitOutPStream};
+use super::refhooks::{is_hooked, HookedFailure, Hooks};
 use super::unwind::{protect, protect_strict, RFailure};
 use extendr_ffi::{
     R_NilValue, R_Serialize, R_Unserialize, R_inpstream_st, R_inpstream_t, R_outpstream_st,
@@ -14,23 +15,23 @@ use std::mem::MaybeUninit;
 use std::os::raw::{c_int, c_void};
 
 /// Serialization format version 3 (R >= 3.5): keeps ALTREP compact forms.
-const VERSION: c_int = 3;
+pub(super) const VERSION: c_int = 3;
 
 /// Where R's serializer writes: the buffer, and whether it ran out of
 /// memory (the rest of the output is then dropped, and the caller errs).
-struct Writer<'a> {
-    buf: &'a mut Vec<u8>,
-    out_of_memory: bool,
+pub(super) struct Writer<'a> {
+    pub(super) buf: &'a mut Vec<u8>,
+    pub(super) out_of_memory: bool,
 }
 
-unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
+pub(super) unsafe extern "C" fn out_char(stream: R_outpstream_t, c: c_int) {
     let byte = [c as u8];
     out_bytes(stream, byte.as_ptr() as *mut c_void, 1);
 }
 
 /// R's serializer writes its output through here; running out of memory
 /// is noted, never an abort or an R error.
-unsafe extern "C" fn out_bytes(stream: R_outpstream_t, p: *mut c_void, n: c_int) {
+pub(super) unsafe extern "C" fn out_bytes(stream: R_outpstream_t, p: *mut c_void, n: c_int) {
     // SAFETY: `data` is the writer `serialize_into` passed; R gives `n`
     // readable bytes at `p`.
     let w = &mut *((*stream).data as *mut Writer);
@@ -49,12 +50,12 @@ unsafe extern "C" fn out_bytes(stream: R_outpstream_t, p: *mut c_void, n: c_int)
         .extend_from_slice(std::slice::from_raw_parts(p as *const u8, n));
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) pos: usize,
 }
 
-unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
+pub(super) unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
     // SAFETY: `data` is the reader `unserialize` passed.
     let r = &mut *((*stream).data as *mut Reader);
     if r.pos >= r.bytes.len() {
@@ -64,7 +65,7 @@ unsafe extern "C" fn in_char(stream: R_inpstream_t) -> c_int {
     r.bytes[r.pos - 1] as c_int
 }
 
-unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
+pub(super) unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
     // SAFETY: `data` is the reader `unserialize` passed; R gives room for
     // `n` bytes at `p`.
     let r = &mut *((*stream).data as *mut Reader);
@@ -79,7 +80,7 @@ unsafe extern "C" fn in_bytes(stream: R_inpstream_t, p: *mut c_void, n: c_int) {
 /// A rough size of `x` once serialized, looking into lists a few levels
 /// deep, so the buffer for a large vector (even inside a task's argument
 /// lists) is sized once instead of regrown by copying.
-unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
+pub(super) unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
     if super::api::ALTREP(x) != 0 {
         return 64; // compact forms serialize small, whatever their length
     }
@@ -101,8 +102,8 @@ unsafe fn size_hint(x: SEXP, depth: u32) -> usize {
 }
 
 /// Append the serialization of `x` to `buf` (which may already hold a frame
-/// header). R's serializer runs R code only for serialization hooks (none
-/// are set here) and ALTREP classes, and fails only when memory is short:
+/// header), without serialization hooks (see [`serialize_with`]). R's
+/// serializer then runs R code only for ALTREP classes, and fails only when memory is short:
 /// it is called directly, with nothing borrowed or locked meanwhile, so
 /// even an R error escaping it leaves nothing behind but memory.
 pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), RFailure> {
@@ -136,6 +137,63 @@ pub fn serialize_into(x: SEXP, buf: &mut Vec<u8>) -> Result<(), RFailure> {
         )),
         false => Ok(()),
     }
+}
+
+/// How serializing with a configuration failed: in one of its functions
+/// (`hook`), or otherwise.
+#[derive(Debug)]
+pub struct SerialFailure {
+    pub failure: RFailure,
+    pub hook: bool,
+}
+
+impl From<SerialFailure> for RFailure {
+    fn from(f: SerialFailure) -> RFailure {
+        f.failure
+    }
+}
+
+/// [`serialize_into`], with the serialization configuration `hooks` if
+/// there is one (see `refhooks`).
+pub fn serialize_with(
+    x: SEXP,
+    buf: &mut Vec<u8>,
+    hooks: Option<Hooks>,
+) -> Result<(), SerialFailure> {
+    let Some(hooks) = hooks else {
+        return serialize_into(x, buf).map_err(|failure| SerialFailure {
+            failure,
+            hook: false,
+        });
+    };
+    super::refhooks::serialize_hooked(x, buf, hooks).map_err(|f| match f {
+        HookedFailure::Hook(failure) => SerialFailure {
+            failure,
+            hook: true,
+        },
+        HookedFailure::Serializer(failure) => SerialFailure {
+            failure,
+            hook: false,
+        },
+    })
+}
+
+/// [`unserialize`], for data that may have been serialized with a
+/// configuration: `hooks` must then be that configuration. Such data is
+/// read in one pass, with R reporting a missing package's namespace as a
+/// warning (a second pass would run the configured functions again).
+pub fn unserialize_with(bytes: &[u8], hooks: Option<Hooks>) -> Result<SEXP, RFailure> {
+    if !is_hooked(bytes) {
+        return unserialize(bytes);
+    }
+    let Some(hooks) = hooks else {
+        return Err(RFailure::Error(
+            "the data was serialized with a serialization configuration (serial_config()) not set here"
+                .into(),
+        ));
+    };
+    let _report = ReportMissingNamespaces::on();
+    super::refhooks::unserialize_hooked(bytes, hooks)
 }
 
 /// Above this size a buffer is handed over as it is rather than copied.

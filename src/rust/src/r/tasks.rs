@@ -2,16 +2,39 @@
 
 use super::daemons::host;
 use super::mirai::{new_mirai, resolved_mirai};
+use super::refhooks::Hooks;
 use super::unwind::{user_interrupted, RFailure};
 use super::{frames, millis, not_forked, r_error, robj, INTERRUPT_SLICE};
 use crate::host::{Host, HostConfig, Task};
 use crate::protocol::message::TASK_KEEP_STATE;
 use extendr_api::prelude::*;
+use extendr_ffi::{R_NilValue, Rf_getAttrib, Rf_install, SEXP};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn mirai_for(aio: Arc<crate::aio::Aio>) -> Result<Robj> {
-    Ok(robj(new_mirai(aio, false).map_err(r_error)?))
+/// The mirai of `aio`, carrying the profile's serialization
+/// configuration `serial` (protected by the caller) unless NULL.
+fn mirai_for(aio: Arc<crate::aio::Aio>, serial: SEXP) -> Result<Robj> {
+    let m = robj(new_mirai(aio, false).map_err(r_error)?);
+    // SAFETY: R's thread; both are protected (`m` by its Robj).
+    unsafe {
+        if serial != R_NilValue {
+            super::mirai::set_serial(m.get(), serial);
+        }
+    }
+    Ok(m)
+}
+
+/// The serialization configuration of a profile's host handle `h`
+/// (protected by the caller), or NULL (see `host_listen`).
+fn serial_of(h: &Robj) -> SEXP {
+    // SAFETY: R's thread; reads an attribute of a protected object.
+    unsafe { Rf_getAttrib(h.get(), Rf_install(c"serial".as_ptr())) }
+}
+
+fn hooks(serial: SEXP) -> Option<Hooks> {
+    // SAFETY: R's thread; `serial` is protected by the host handle.
+    unsafe { Hooks::from_config(serial) }
 }
 
 fn failed(e: RFailure) -> Error {
@@ -37,16 +60,22 @@ fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64) -> Result<Ro
     not_forked()?;
     super::mirai::collect();
     let host = host(&h)?;
+    let serial = serial_of(&h);
     let aio = host.new_aio();
     // SAFETY: `payload` is protected by extendr for this call.
-    let frame =
-        frames::task_frame(aio.id as u64, flags as u8, unsafe { payload.get() }).map_err(failed)?;
+    let frame = frames::task_frame(
+        aio.id as u64,
+        flags as u8,
+        unsafe { payload.get() },
+        hooks(serial),
+    )
+    .map_err(failed)?;
     let task = Task {
         aio: aio.clone(),
         frame,
     };
     host.submit(task, millis(timeout_ms));
-    mirai_for(aio)
+    mirai_for(aio, serial)
 }
 
 /// Wait until the dispatcher's memory budget has room (the queued bytes
@@ -104,7 +133,7 @@ fn ephemeral_submit(
     let host = Host::listen_with(url, config).map_err(r_error)?;
     let aio = host.new_aio();
     // SAFETY: `payload` is protected by extendr for this call.
-    let frame = frames::task_frame(aio.id as u64, 0, unsafe { payload.get() });
+    let frame = frames::task_frame(aio.id as u64, 0, unsafe { payload.get() }, None);
     let frame = match frame {
         Ok(f) => f,
         Err(e) => {
@@ -135,9 +164,11 @@ fn host_everywhere(h: Robj, payload: Robj, k: i32) -> Result<Robj> {
     not_forked()?;
     super::mirai::collect();
     let host = host(&h)?;
+    let serial = serial_of(&h);
     let mut body = Vec::new();
     // SAFETY: `payload` is protected by extendr for this call.
-    super::serial::serialize_into(unsafe { payload.get() }, &mut body).map_err(failed)?;
+    super::serial::serialize_with(unsafe { payload.get() }, &mut body, hooks(serial))
+        .map_err(|e| failed(e.into()))?;
     let shared: Arc<[u8]> = Arc::from(body);
     let k = k.max(0) as usize;
     let aios = if host.config().dispatcher {
@@ -163,7 +194,10 @@ fn host_everywhere(h: Robj, payload: Robj, k: i32) -> Result<Robj> {
             })
             .collect()
     };
-    let mirai: Vec<Robj> = aios.into_iter().map(mirai_for).collect::<Result<_>>()?;
+    let mirai: Vec<Robj> = aios
+        .into_iter()
+        .map(|aio| mirai_for(aio, serial))
+        .collect::<Result<_>>()?;
     Ok(List::from_values(mirai).into())
 }
 
