@@ -66,6 +66,10 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   conn <- .Call(wrap__daemon_dial, url, isTRUE(asyncdial), autoexit, tempdir(),
                 if (is.na(secret)) "" else secret, .tlscert_pem(tlscert))
   on.exit(.Call(wrap__daemon_finish, conn), add = TRUE, after = FALSE)
+  if (.otel$on) {
+    .otel_daemon_connect(url, pending = isTRUE(asyncdial))
+    on.exit(.otel_daemon_disconnect(url), add = TRUE)
+  }
   if (!isTRUE(output)) {
     devnull <- file(nullfile(), open = "w")
     sink(devnull)
@@ -79,8 +83,12 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   invisible(.serve(conn, isTRUE(cleanup), as.double(wait), walltime, maxtasks, is.numeric(rs)))
 }
 
-# The daemon of an ephemeral mirai: one task, then exit.
-.daemon <- function(url) daemon(url, dispatcher = FALSE, cleanup = FALSE, maxtasks = 1L)
+# The daemon of an ephemeral mirai: one task, then exit (untraced, as
+# its mirai is).
+.daemon <- function(url) {
+  .otel$on <- FALSE
+  daemon(url, dispatcher = FALSE, cleanup = FALSE, maxtasks = 1L)
+}
 
 # The PEM text of a daemon's `tlscert` ("" for none).
 .tlscert_pem <- function(tlscert) {
@@ -109,6 +117,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   s$baseline <- if (cleanup) .snapshot()
   s$done <- 0
   s$msg <- NULL
+  s$span <- NULL
   repeat {
     value <- tryCatch(
       .serve_tasks(conn, s, cleanup, wait, walltime, maxtasks, rs_given),
@@ -132,6 +141,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   withCallingHandlers(
     repeat {
       msg <- .Call(wrap__daemon_recv, conn, wait)
+      if (!is.null(.otel$pending)) .otel_daemon_arrived(msg)
       if (is.integer(msg)) {
         if (length(msg) == 7L) {
           # a dispatcher's set-up: this daemon's stream
@@ -154,7 +164,9 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       }
       .set_globals(._mirai_.[["._globals_."]])
       .state$within_map <- bitwAnd(msg[[2L]], .flag_map) != 0L
-      value <- eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv())
+      if (.otel$on) s$span <- .otel_eval_span(._mirai_.[["._otel_."]])
+      value <- if (is.null(s$span)) eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv()) else
+        .otel_eval(s$span, eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv()))
       ._mirai_. <- NULL
       code <- .finish_task(conn, s, value, cleanup, maxtasks)
       if (!is.null(code)) return(code)
@@ -178,6 +190,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   msg <- s$msg
   s$msg <- NULL
   .state$within_map <- FALSE
+  if (!is.null(s$span)) s$span <- .otel_eval_end(s$span, value)
   why <- .Call(wrap__daemon_send, conn, msg[[1L]], msg[[3L]], value, is_error_value(value))
   # the serialization configuration failed on the value: this daemon has
   # left its host, which resolves the task as lost with its daemon
@@ -207,15 +220,19 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   .set_globals(._mirai_.[["._globals_."]])
   .state$within_map <- bitwAnd(flags, .flag_map) != 0L
   on.exit(.state$within_map <- FALSE)
+  span <- if (.otel$on) .otel_eval_span(._mirai_.[["._otel_."]])
   calls <- NULL
-  tryCatch(
+  value <- tryCatch(
     withCallingHandlers(
-      eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv()),
+      if (is.null(span)) eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv()) else
+        .otel_eval(span, eval(._mirai_.[["._expr_."]], envir = ._mirai_., enclos = globalenv())),
       error = function(cnd) calls <<- sys.calls()
     ),
     error = function(cnd) .mirai_error(cnd, calls),
     interrupt = function(cnd) .mirai_interrupt()
   )
+  if (!is.null(span)) .otel_eval_end(span, value)
+  value
 }
 
 # What a daemon restores after each task when `cleanup = TRUE`: the

@@ -131,7 +131,11 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   invisible(.daemons_value(name))
 }
 
-.daemons_value <- function(name) structure(TRUE, class = c("miraiDaemons", name))
+# daemons()' value once the profile is set (each successful call ends here).
+.daemons_value <- function(name) {
+  if (.otel$on) .otel_daemons_set(..[[name]])
+  structure(TRUE, class = c("miraiDaemons", name))
+}
 
 #' @export
 print.miraiDaemons <- function(x, ...) print(unclass(x))
@@ -236,6 +240,7 @@ print.miraiDaemons <- function(x, ...) print(unclass(x))
   profile <- ..[[name]]
   if (!is.null(profile)) {
     if (!is.null(profile$host)) .Call(wrap__host_close, profile$host, exit)
+    if (.otel$on) .otel_daemons_reset(profile)
     rm(list = name, envir = ..)
   }
   FALSE

@@ -34,6 +34,12 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   if (missing(.expr)) stop(.messages$missing_expression)
   profile <- .profile(.compute)
   payload <- .task(substitute(.expr), list(...), .args, sys.call(), parent.frame(), environment())
+  if (.otel$on) {
+    # one mirai span for the call: its tasks share one payload
+    span <- .otel_mirai_span(profile)
+    payload[["._otel_."]] <- .otel_context(span)
+    on.exit(.otel_mirai_end(span, returnValue()))
+  }
   if (profile$sync)
     return(invisible(structure(list(.sync_mirai(profile, payload, .flag_keep_state)),
                                class = "mirai_map")))

@@ -49,6 +49,7 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   if (!is.function(.f)) stop(sprintf("`.f` must be of type function, not %s", typeof(.f)))
   call <- sys.call()
   profile <- .profile(.compute)
+  if (.otel$on) .otel_map_span(profile)
   globals <- .task_globals(list(...), call)
   submit <- function(elem, expr) {
     payload <- .payload(expr, globals, list(.f = .f, .x = elem, .args = .args))

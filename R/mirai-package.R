@@ -61,6 +61,7 @@ NULL
 
 .onLoad <- function(libname, pkgname) {
   .state$cli <- requireNamespace("cli", quietly = TRUE)
+  .otel_init()
   # Each mirai's `data` is an active binding made by evaluating this
   # `function() ...` in the mirai itself, whose parent is the empty
   # environment: so every function the body calls is inlined, and the

@@ -135,6 +135,11 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
     return(.Call(wrap__ephemeral_submit, url, payload, timeout, .rscript(),
                  c("-e", sprintf("mirai:::.daemon(\"%s\")", url))))
   }
+  if (.otel$on) {
+    span <- .otel_mirai_span(profile)
+    payload[["._otel_."]] <- .otel_context(span)
+    on.exit(.otel_mirai_end(span, returnValue()))
+  }
   if (profile$sync) return(.sync_mirai(profile, payload, flags))
   if (!is.null(profile$memory)) {
     if (try) {
