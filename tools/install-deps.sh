@@ -14,7 +14,8 @@ PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       openssh-server openssh-client iproute2 openssl pandoc
       r-cran-shiny r-cran-purrr r-cran-httpuv r-cran-rcpp r-cran-jsonlite
       r-cran-foreach r-cran-doparallel r-cran-iterators r-cran-rlang
-      chromium chromium-driver nodejs libcurl4-openssl-dev slurm-wlm munge"
+      chromium chromium-driver nodejs libcurl4-openssl-dev slurm-wlm munge
+      libprotobuf-dev protobuf-compiler cmake r-cran-roxygen2"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -40,9 +41,11 @@ if (length(missing)) {
 # older): installed, or upgraded, only where below the version needed.
 # (future.mirai, which imports mirai, is installed by .ci/run next to the
 # mirai it builds, without dependencies so CRAN's mirai is never pulled in.)
-Rscript "$(dirname "$0")/install-r-deps.R" later promises=1.3.0 shiny=1.8.1 bslib \
+# (otelsdk, which records the OpenTelemetry spans the tests check, builds
+# the OpenTelemetry C++ SDK: minutes of compiling, on both cores)
+MAKEFLAGS="-j$(nproc)" Rscript "$(dirname "$0")/install-r-deps.R" later promises=1.3.0 shiny=1.8.1 bslib \
   purrr=1.1.0 carrier foreach doParallel nanoarrow otel processx jsonlite \
-  future=1.49.0 parallelly globals
+  future=1.49.0 parallelly globals otelsdk
 
 # playwright-core (no browser download: it drives /usr/bin/chromium)
 BROWSER="$(dirname "$0")/browser"

@@ -1,6 +1,7 @@
 //! Mutation fuzzing of every parser a peer's bytes reach: frame headers,
-//! the handshake messages, TASK / RESULT / CANCEL bodies, the websocket
-//! upgrade request and websocket frames, URLs and PEM input.
+//! the handshake messages (and the SERIAL configuration after WELCOME),
+//! TASK / RESULT / CANCEL bodies, the websocket upgrade request and
+//! websocket frames, URLs and PEM input.
 //!
 //! Each parser starts from valid inputs (seeds) and is fed mutants of them:
 //! bit flips, byte overwrites, truncations, insertions and deletions,
@@ -312,6 +313,7 @@ fn result_seeds() -> Vec<Vec<u8>> {
 fn handshake_seeds() -> Vec<Vec<u8>> {
     let welcome = Welcome {
         stream: Some([10407, 1, 2, 3, 4, 5, 6]),
+        serial: true,
     };
     vec![
         frame(HELLO, &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION)),
@@ -320,6 +322,10 @@ fn handshake_seeds() -> Vec<Vec<u8>> {
         frame(CHALLENGE, &[7u8; PROOF_LEN]),
         frame(PROOF, &proof(b"secret", &[7u8; PROOF_LEN])),
         frame(REJECT, b"version mismatch"),
+        SerialConfig {
+            config: b"X\n a serialized configuration".to_vec(),
+        }
+        .encode(),
     ]
 }
 
@@ -385,6 +391,7 @@ fn handshake_messages() {
             let _ = check_hello(&hello);
         }
         let _ = Welcome::decode(&f);
+        let _ = SerialConfig::decode(&f);
         let _ = proof_matches(b"secret", &[7u8; PROOF_LEN], &f.body);
     });
 }
