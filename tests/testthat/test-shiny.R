@@ -26,7 +26,13 @@ test_that("an ExtendedTask runs a mirai, stays responsive, cancels, then runs th
   expect_true(any(grepl(sprintf("Listening on http://127.0.0.1:%d", port), lines, fixed = TRUE)),
               info = paste(lines, collapse = "\n"))
   url <- sprintf("http://127.0.0.1:%d", port)
-  page <- suppressWarnings(tryCatch(readLines(url, warn = FALSE), error = function(e) character()))
+  # the first page can take a moment on a loaded machine: ask until it
+  # comes (bounded)
+  page <- character()
+  wait_for(function() {
+    page <<- suppressWarnings(tryCatch(readLines(url, warn = FALSE), error = function(e) character()))
+    length(page) > 0L
+  }, timeout = 60, interval = 0.5)
   expect_true(any(grepl("Run task", page, fixed = TRUE)))
 
   artifacts <- Sys.getenv("MIRAI_ARTIFACTS", tempfile("mirai-artifacts-"))
