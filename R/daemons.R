@@ -11,6 +11,11 @@
 #' several can coexist. Daemons exit by themselves when the host session
 #' ends or their connection drops, leaving no orphan processes.
 #'
+#' Each daemon connection needs a file descriptor, so when a host starts
+#' listening it raises this R process's soft limit on open files to the
+#' hard limit (once), and it caps connections still in their handshake so
+#' that unauthenticated peers cannot exhaust the descriptors R needs.
+#'
 #' With the dispatcher (the default), tasks wait in a queue inside this
 #' session and go first-in first-out to whichever daemon is free. This
 #' brings cancellation ([stop_mirai()], `.timeout`), a memory budget for

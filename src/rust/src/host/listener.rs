@@ -4,6 +4,7 @@
 //! ends (the peer goes, the host closes, or the task panics), its guard
 //! takes the daemon off the host and resolves its unfinished tasks.
 
+use super::gate::{Gate, Ticket};
 use super::link::{Link, Outgoing};
 use super::Host;
 use crate::aio::Outcome;
@@ -20,12 +21,14 @@ use crate::protocol::message::{
 use crate::protocol::{frame, HEADER_LEN};
 use crate::transport::{Accepted, BoxStream, Listener};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-/// How long an unknown peer may take to say hello before it is dropped.
+/// How long an unknown peer may take, from accept, to be admitted
+/// (including any wait for a permit, see `gate`) before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-connection read and write buffers: small, as a host may have
 /// thousands of daemons; large frames bypass them.
@@ -37,27 +40,59 @@ pub(super) async fn accept_loop(host: Arc<Host>, listener: Listener) {
     host.stopped_cv.notify_all();
 }
 
-/// Accept daemons until shutdown (or, for an ephemeral host, the first);
+/// Accept daemons until shutdown (or, for an ephemeral host, until one is
+/// admitted: a stray peer failing its handshake does not take the slot);
 /// the listener is dropped, closing the socket, on return.
 async fn accept_until_stopped(host: &Arc<Host>, listener: Listener) {
     let mut stop = host.shutdown.subscribe();
+    let gate = Gate::new();
+    let slot = host
+        .config
+        .ephemeral
+        .then(|| Arc::new(OneDaemon::default()));
     loop {
         if *stop.borrow_and_update() {
             break;
         }
+        let filled = async {
+            match &slot {
+                Some(s) => s.filled.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => break,
+            _ = filled => break,
             res = listener.accept() => match res {
-                Ok(accepted) => {
-                    tokio::spawn(serve(host.clone(), accepted));
-                    if host.config.ephemeral {
-                        break;
+                // beyond the permits and the queue, closed at once
+                Ok(accepted) => match gate.arrive() {
+                    Some(ticket) => {
+                        tokio::spawn(serve(host.clone(), accepted, ticket, slot.clone()));
                     }
-                }
+                    None => host.refuse(),
+                },
                 // Out of descriptors and the like: back off, keep serving.
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             },
         }
+    }
+}
+
+/// An ephemeral host's one daemon slot: taken by the first peer admitted.
+#[derive(Default)]
+struct OneDaemon {
+    taken: AtomicBool,
+    filled: Notify,
+}
+
+impl OneDaemon {
+    /// Take the slot (false if another peer has it); accepting stops.
+    fn take(&self) -> bool {
+        let first = !self.taken.swap(true, Ordering::SeqCst);
+        if first {
+            self.filled.notify_one();
+        }
+        first
     }
 }
 
@@ -105,26 +140,30 @@ impl Drop for Registered {
     }
 }
 
-async fn serve(host: Arc<Host>, accepted: Accepted) {
-    // TLS and websocket handshakes first, in this connection's own task;
-    // the whole admission has one deadline.
+async fn serve(host: Arc<Host>, accepted: Accepted, ticket: Ticket, slot: Option<Arc<OneDaemon>>) {
+    // One deadline, from accept, for the whole admission: waiting for a
+    // permit, then TLS and websocket handshakes (in this connection's own
+    // task), then ours. The permit goes when the admission ends.
     let admission = async {
+        let _permit = ticket.permit().await;
         let (mut stream, fd) = accepted.open().await?;
-        let verdict = admit(&host, &mut stream).await?;
-        Ok::<_, std::io::Error>((stream, fd, verdict))
+        match admit(&host, &mut stream).await? {
+            Ok(()) => Ok((stream, fd)),
+            Err(Refusal::Told(reason)) => {
+                eprintln!("mirai: refused a daemon at {}: {reason}", host.url);
+                let _ = write_frame(&mut stream, &frame(REJECT, reason.as_bytes())).await;
+                Err(crate::protocol::invalid("refused"))
+            }
+            Err(Refusal::Silent) => Err(crate::protocol::invalid("not admitted")),
+        }
     };
-    let (mut stream, fd) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admission).await {
-        Ok(Ok((stream, fd, Ok(())))) => (stream, fd),
-        Ok(Ok((mut stream, _, Err(Refusal::Told(reason))))) => {
-            eprintln!("mirai: refused a daemon at {}: {reason}", host.url);
-            let _ = write_frame(&mut stream, &frame(REJECT, reason.as_bytes())).await;
-            host.refuse();
-            return;
-        }
-        _ => {
-            host.refuse();
-            return;
-        }
+    let admitted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admission).await {
+        Ok(Ok(admitted)) => Some(admitted),
+        _ => None,
+    };
+    let Some((mut stream, fd)) = admitted.filter(|_| slot.is_none_or(|s| s.take())) else {
+        host.refuse();
+        return;
     };
     let serial = host
         .config

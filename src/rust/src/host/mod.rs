@@ -13,11 +13,14 @@
 
 mod budget;
 mod dispatcher;
+mod gate;
 mod link;
 mod listener;
+mod nofile;
 mod scheduler;
 mod secret;
 
+pub use gate::{PREAUTH_BACKLOG, PREAUTH_PERMITS};
 pub use scheduler::{State, Task};
 pub use secret::new_secret;
 
@@ -100,6 +103,7 @@ impl Host {
     /// Listen at `url` (port 0 picks a free port).
     pub fn listen_with(url: &str, config: HostConfig) -> Result<Arc<Host>, TransportError> {
         let parsed = Url::parse(url).map_err(TransportError::url)?;
+        nofile::raise_nofile_limit();
         let rt = runtime();
         let (listener, bound) = rt
             .block_on(transport::bind(&parsed, config.tls.clone()))

@@ -116,14 +116,14 @@ pub enum Accepted {
 }
 
 impl Listener {
-    /// Accept a connection (its handshakes are left to [`Accepted::open`]).
+    /// Accept a connection (its handshakes, and larger socket buffers, are
+    /// left to [`Accepted::open`], once the host lets the peer in).
     pub async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Listener::Tcp(l, layers) => {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
                 let fd = s.as_raw_fd();
-                enlarge_buffers(fd);
                 if layers.tls.is_none() && layers.ws.is_none() {
                     return Ok(Accepted::Ready(Box::pin(s), fd));
                 }
@@ -132,7 +132,6 @@ impl Listener {
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
                 let fd = s.as_raw_fd();
-                enlarge_buffers(fd);
                 Ok(Accepted::Ready(Box::pin(s), fd))
             }
         }
@@ -144,8 +143,12 @@ impl Accepted {
     /// and a socket to which bytes may be written directly.
     pub async fn open(self) -> io::Result<(BoxStream, RawFd)> {
         match self {
-            Accepted::Ready(s, fd) => Ok((s, fd)),
+            Accepted::Ready(s, fd) => {
+                enlarge_buffers(fd);
+                Ok((s, fd))
+            }
             Accepted::Layered(tcp, layers) => {
+                enlarge_buffers(tcp.as_raw_fd());
                 let (ours, theirs) = socket_pair()?;
                 let ws = layers.ws.as_deref();
                 match layers.tls {
