@@ -42,10 +42,13 @@ if (length(missing)) {
 # (future.mirai, which imports mirai, is installed by .ci/run next to the
 # mirai it builds, without dependencies so CRAN's mirai is never pulled in.)
 # (otelsdk, which records the OpenTelemetry spans the tests check, builds
-# the OpenTelemetry C++ SDK: minutes of compiling, on both cores)
+# the OpenTelemetry C++ SDK: minutes of compiling, on both cores; .ci/run
+# sets MIRAI_DEPS_OTELSDK=0 and builds it beside the Rust build instead)
+OTELSDK=otelsdk
+[ "${MIRAI_DEPS_OTELSDK:-1}" = 0 ] && OTELSDK=
 MAKEFLAGS="-j$(nproc)" Rscript "$(dirname "$0")/install-r-deps.R" later promises=1.3.0 shiny=1.8.1 bslib \
   purrr=1.1.0 carrier foreach doParallel nanoarrow otel processx jsonlite \
-  future=1.49.0 parallelly globals otelsdk
+  future=1.49.0 parallelly globals $OTELSDK
 
 # playwright-core (no browser download: it drives /usr/bin/chromium)
 BROWSER="$(dirname "$0")/browser"
