@@ -138,7 +138,7 @@ pub fn into_r_vector(buf: VectorBuffer, t: VectorType) -> Option<SEXP> {
     .ok()?;
     // SAFETY: `x` is a fresh vector of `n` elements of `t`.
     let p = unsafe { data_ptr(x, t) };
-    if p != buf.data().as_ptr() as *mut u8 {
+    if !std::ptr::eq(p, buf.data().as_ptr()) {
         // a small vector: R took it from its own pools without asking for
         // the block, so the data is copied in (and the block freed here)
         // SAFETY: `x` holds exactly `buf.data_len()` bytes of data, and
