@@ -8,7 +8,13 @@
 #' @param url the host URL to dial, e.g. `"tcp://10.75.32.70:5555"`. The
 #'   host admits only daemons that prove they know its secret, which
 #'   `daemon()` reads from the environment variable `MIRAI_SECRET` (the
-#'   commands from [launch_remote()] set it).
+#'   commands from [launch_remote()] set it). The handshake authenticates
+#'   both sides: with a secret, `daemon()` also requires the host to prove
+#'   it knows it, and errors with "the host at `url` did not prove it knows
+#'   the secret: refusing it" otherwise, before running any task. Plain
+#'   `tcp://` does not protect the connection after the handshake (tasks
+#'   and results travel unencrypted and could be read or altered on the
+#'   path): use `tls+tcp://` or `wss://` on untrusted networks.
 #' @param dispatcher logical: whether the host uses a dispatcher (which
 #'   then sends this daemon its random-number stream when it connects).
 #' @param ... ignored: other settings a launcher may pass.

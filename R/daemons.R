@@ -74,7 +74,14 @@
 #'   An extension of this package.
 #' @param .compute character name of the compute profile (`NULL` for the
 #'   current profile, by default "default").
-#' @details With a secure URL and `tls = NULL`, the host makes a
+#' @details The handshake authenticates both sides: a daemon proves it knows
+#'   the profile's secret, and the host proves it to the daemon first (a
+#'   daemon refuses a host that cannot). It does not protect what follows:
+#'   over plain `tcp://` or `ws://`, tasks and results travel unencrypted
+#'   and could be read or altered on the network path. Use `tls+tcp://` or
+#'   `wss://` on networks you do not trust.
+#'
+#'   With a secure URL and `tls = NULL`, the host makes a
 #'   single-use certificate authority and signs with it a certificate
 #'   naming the URL's host. The authority's key is discarded at once and
 #'   the host's key never leaves the host process; daemons launched for the

@@ -37,9 +37,13 @@
 #'
 #' @section Authentication:
 #' A host admits only daemons that prove they know its secret: a random
-#' value made for each compute profile when daemons are set. The proof is an
-#' HMAC-SHA256 of a random challenge from the host, so the secret never
-#' crosses the network. A peer without the secret, such as anything that
+#' value made for each compute profile when daemons are set. The handshake
+#' authenticates both sides: each sends a random nonce, the host proves the
+#' secret first and a daemon serves only a host whose proof checks out,
+#' then the daemon proves it (HMAC-SHA256 of both nonces, with a label for
+#' each direction), so the secret never crosses the network. Plain `tcp://`
+#' does not protect the stream after the handshake: use `tls+tcp://` or
+#' `wss://` on untrusted networks. A peer without the secret, such as anything that
 #' finds an open tcp port, is dropped before it receives any task and is
 #' told nothing; `status()$refused` counts such peers.
 #'

@@ -8,26 +8,34 @@ TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
 Sys.setenv(MIRAI_SECRET = TEST_SECRET)
 
 # The protocol version of this build (src/rust/src/protocol/handshake.rs).
-PROTOCOL_VERSION <- 5L
+PROTOCOL_VERSION <- 6L
 
-# A handshake (HELLO body) as a daemon of this version sends it.
-hello_bytes <- function(protocol = PROTOCOL_VERSION) {
+# A handshake (HELLO body) as a daemon of this version sends it, ending in
+# the daemon's 32-byte nonce.
+hello_bytes <- function(protocol = PROTOCOL_VERSION, nonce = random_nonce()) {
   version <- charToRaw(as.character(utils::packageVersion("mirai")))
-  c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version)
+  c(charToRaw("MIRAI"), as.raw(0), as.raw(c(protocol, 0)), as.raw(length(version)), version,
+    nonce)
 }
 
-# Play a daemon's handshake on socket connection `con`: HELLO, then read the
-# host's CHALLENGE and answer it with the proof for `secret`. Returns the
-# challenge.
+# 32 bytes for a nonce (unpredictable enough for a test peer).
+random_nonce <- function() as.raw(sample.int(256L, 32L, replace = TRUE) - 1L)
+
+# Play a daemon's handshake on socket connection `con`: HELLO with a nonce,
+# then read the host's CHALLENGE (its nonce and its proof) and answer it
+# with the daemon's proof for `secret`. Returns the host's nonce.
 handshake_as_daemon <- function(con, secret = TEST_SECRET) {
-  writeBin(frame_bytes(1, hello_bytes()), con)
+  nonce <- random_nonce()
+  writeBin(frame_bytes(1, hello_bytes(nonce = nonce)), con)
   flush(con)
   header <- readBin(con, "raw", 9L)
   stopifnot(length(header) == 9L, header[1L] == as.raw(9)) # CHALLENGE
-  challenge <- readBin(con, "raw", 32L)
-  writeBin(frame_bytes(10, .Call(mirai:::wrap__handshake_proof, secret, challenge)), con)
+  challenge <- readBin(con, "raw", 64L)
+  stopifnot(length(challenge) == 64L)
+  host_nonce <- challenge[1:32]
+  writeBin(frame_bytes(10, .Call(mirai:::wrap__handshake_proof, secret, nonce, host_nonce)), con)
   flush(con)
-  challenge
+  host_nonce
 }
 
 # Read a frame (kind, then u64 LE length, then body) from socket connection

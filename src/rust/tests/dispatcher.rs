@@ -1103,7 +1103,7 @@ async fn light_daemon(
     let mut rd = tokio::io::BufReader::with_capacity(512, rd);
     wr.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[0u8; PROOF_LEN]),
     ))
     .await?;
     let welcome = read_frame(&mut rd, HANDSHAKE_MAX).await?;

@@ -316,11 +316,27 @@ fn handshake_seeds() -> Vec<Vec<u8>> {
         serial: true,
     };
     vec![
-        frame(HELLO, &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION)),
+        frame(
+            HELLO,
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[3u8; PROOF_LEN]),
+        ),
         frame(WELCOME, &welcome.encode()),
         frame(WELCOME, &Welcome::default().encode()),
-        frame(CHALLENGE, &[7u8; PROOF_LEN]),
-        frame(PROOF, &proof(b"secret", &[7u8; PROOF_LEN])),
+        frame(
+            CHALLENGE,
+            &Challenge::new(b"secret", &[3u8; PROOF_LEN])
+                .unwrap()
+                .encode(),
+        ),
+        frame(
+            PROOF,
+            &proof(
+                b"secret",
+                Side::Daemon,
+                &[3u8; PROOF_LEN],
+                &[7u8; PROOF_LEN],
+            ),
+        ),
         frame(REJECT, b"version mismatch"),
         SerialConfig {
             config: b"X\n a serialized configuration".to_vec(),
@@ -392,7 +408,9 @@ fn handshake_messages() {
         }
         let _ = Welcome::decode(&f);
         let _ = SerialConfig::decode(&f);
-        let _ = proof_matches(b"secret", &[7u8; PROOF_LEN], &f.body);
+        let _ = Challenge::decode(&f);
+        let (d, h) = ([3u8; PROOF_LEN], [7u8; PROOF_LEN]);
+        let _ = proof_matches(b"secret", Side::Daemon, &d, &h, &f.body);
     });
 }
 

@@ -95,8 +95,11 @@ fn hostile_peers_are_dropped_while_tasks_run() {
 
     // a well-formed hello of another protocol version gets a reason
     let mut s = connect(&host);
-    s.write_all(&frame(HELLO, &hello_body(PROTOCOL_VERSION + 1, "0.1.0")))
-        .unwrap();
+    s.write_all(&frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION + 1, "0.1.0", &[0u8; PROOF_LEN]),
+    ))
+    .unwrap();
     let got = assert_dropped(s);
     let reply = read_frame_blocking(&got[..], HANDSHAKE_MAX).unwrap();
     assert_eq!(reply.kind, REJECT);
@@ -146,29 +149,42 @@ fn a_peer_without_the_hosts_secret_is_refused_silently() {
     let queued = submit(&host, b"for a real daemon only");
     let challenged = || {
         let mut s = connect(&host);
+        let ours = new_nonce().unwrap();
         s.write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &ours),
         ))
         .unwrap();
-        let c = read_frame_blocking(&s, HANDSHAKE_MAX).unwrap();
-        assert_eq!(c.kind, CHALLENGE);
-        assert_eq!(c.body.len(), PROOF_LEN);
-        (s, c.body)
+        let c = Challenge::decode(&read_frame_blocking(&s, HANDSHAKE_MAX).unwrap()).unwrap();
+        // the host proves itself first, for this daemon's nonce
+        let key = secret.as_bytes();
+        assert!(proof_matches(key, Side::Host, &ours, &c.nonce, &c.proof));
+        (s, ours, c)
     };
-    let (_, first_challenge) = challenged();
-    let replayed = proof(secret.as_bytes(), &first_challenge);
+    let (_, first_nonce, first) = challenged();
+    let replayed = proof(secret.as_bytes(), Side::Daemon, &first_nonce, &first.nonce);
     wait_refused(&host, 1);
-    type Answer<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+    type Answer<'a> = Box<dyn Fn(&Nonce, &Challenge) -> Vec<u8> + 'a>;
+    let key = secret.as_bytes();
     let answers: Vec<Answer> = vec![
-        Box::new(|c| proof(b"", c)),
-        Box::new(|c| proof(b"0123456789abcdef0123456789abcdef", c)),
-        Box::new(|_| secret.as_bytes().to_vec()),
-        Box::new(|_| replayed.clone()),
+        Box::new(|d, c| proof(b"", Side::Daemon, d, &c.nonce)),
+        Box::new(|d, c| {
+            proof(
+                b"0123456789abcdef0123456789abcdef",
+                Side::Daemon,
+                d,
+                &c.nonce,
+            )
+        }),
+        Box::new(|_, _| secret.as_bytes().to_vec()),
+        Box::new(|_, _| replayed.clone()),
+        // the host's own proof sent back: reflection is refused
+        Box::new(|_, c| c.proof.clone()),
+        Box::new(|d, c| proof(key, Side::Host, d, &c.nonce)),
     ];
     for answer in &answers {
-        let (mut s, c) = challenged();
-        s.write_all(&frame(PROOF, &answer(&c))).unwrap();
+        let (mut s, d, c) = challenged();
+        s.write_all(&frame(PROOF, &answer(&d, &c))).unwrap();
         assert!(
             assert_dropped(s).is_empty(),
             "a refused peer was told something"
@@ -177,9 +193,16 @@ fn a_peer_without_the_hosts_secret_is_refused_silently() {
     wait_refused(&host, 1 + answers.len() as u64);
     assert_eq!(host.connections(), 0);
     assert!(queued.is_pending());
+    // a peer of this protocol without a nonce is not challenged at all
+    let mut s = connect(&host);
+    let mut bare = hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[0u8; PROOF_LEN]);
+    bare.truncate(bare.len() - PROOF_LEN);
+    s.write_all(&frame(HELLO, &bare)).unwrap();
+    assert!(assert_dropped(s).is_empty());
+    wait_refused(&host, 2 + answers.len() as u64);
     // the proof for this challenge is admitted and gets the task
-    let (mut s, c) = challenged();
-    s.write_all(&frame(PROOF, &proof(secret.as_bytes(), &c)))
+    let (mut s, d, c) = challenged();
+    s.write_all(&frame(PROOF, &proof(key, Side::Daemon, &d, &c.nonce)))
         .unwrap();
     assert_eq!(
         read_frame_blocking(&s, HANDSHAKE_MAX).unwrap().kind,

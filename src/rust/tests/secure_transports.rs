@@ -114,7 +114,7 @@ fn plain_and_silent_peers_at_a_tls_port() {
     plain
         .write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[0u8; PROOF_LEN]),
         ))
         .unwrap();
     let mut got = Vec::new();

@@ -1,10 +1,14 @@
-//! A daemon's side of the handshake: HELLO, the proof of its secret if the
-//! host challenges it, and the host's WELCOME (with this daemon's set-up,
+//! A daemon's side of the handshake: HELLO with its nonce; if the host
+//! challenges it, a check of the host's proof and then this daemon's own;
+//! and the host's WELCOME (with this daemon's set-up,
 //! and the profile's serialization configuration after it if announced)
 //! or REJECT.
 
 use crate::protocol::frame::{frame, read_frame_blocking, FRAME_MAX, HANDSHAKE_MAX};
-use crate::protocol::handshake::{hello_body, proof, Welcome, PACKAGE_VERSION, PROTOCOL_VERSION};
+use crate::protocol::handshake::{
+    hello_body, new_nonce, proof, proof_matches, Challenge, Side, Welcome, PACKAGE_VERSION,
+    PROTOCOL_VERSION,
+};
 use crate::protocol::message::{SerialConfig, CHALLENGE, HELLO, PROOF, REJECT, WELCOME};
 use crate::transport::url::Url;
 use crate::transport::{dial_sync, SyncStream, TransportError};
@@ -25,6 +29,9 @@ pub enum DialError {
     NotAdmitted,
     /// The host refused this daemon, saying why.
     Refused(String),
+    /// The host at this URL skipped the challenge or failed its proof: it
+    /// does not know the secret, so its tasks must never run.
+    HostUnproven(String),
 }
 
 impl std::fmt::Display for DialError {
@@ -36,6 +43,10 @@ impl std::fmt::Display for DialError {
                  was this daemon launched by it (MIRAI_SECRET)?",
             ),
             DialError::Refused(r) => write!(f, "the host refused this daemon: {r}"),
+            DialError::HostUnproven(url) => write!(
+                f,
+                "the host at {url} did not prove it knows the secret: refusing it"
+            ),
         }
     }
 }
@@ -56,13 +67,28 @@ pub fn connect_once(
 ) -> Result<Connected, DialError> {
     let io = |e: std::io::Error| DialError::Transport(TransportError::io(&e));
     let s = dial_sync(url, DIAL_TIMEOUT, tls).map_err(io)?;
-    let hello = frame(HELLO, &hello_body(PROTOCOL_VERSION, &advertised_version()));
+    let ours = new_nonce().map_err(io)?;
+    let hello = frame(
+        HELLO,
+        &hello_body(PROTOCOL_VERSION, &advertised_version(), &ours),
+    );
     (&s).write_all(&hello).map_err(io)?;
     s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
     let mut reply = read_frame_blocking(&s, HANDSHAKE_MAX).map_err(io)?;
+    // With a secret, only a host that proves it knows it is served: one
+    // that skips the challenge or fails its proof could run anything here.
+    let unproven = || DialError::HostUnproven(url.to_string());
     if reply.kind == CHALLENGE {
-        (&s).write_all(&frame(PROOF, &proof(secret, &reply.body)))
-            .map_err(io)?;
+        let c = Challenge::decode(&reply).map_err(|_| unproven())?;
+        if !proof_matches(secret, Side::Host, &ours, &c.nonce, &c.proof) {
+            return Err(match secret.is_empty() {
+                // no secret of our own: it is this daemon that cannot prove
+                true => DialError::NotAdmitted,
+                false => unproven(),
+            });
+        }
+        let mine = proof(secret, Side::Daemon, &ours, &c.nonce);
+        (&s).write_all(&frame(PROOF, &mine)).map_err(io)?;
         reply = read_frame_blocking(&s, HANDSHAKE_MAX).map_err(|e| {
             // dropped without a word: most likely the host did not accept
             // our proof (the host may also have gone)
@@ -72,6 +98,8 @@ pub fn connect_once(
                 io(e)
             }
         })?;
+    } else if reply.kind == WELCOME && !secret.is_empty() {
+        return Err(unproven());
     }
     match reply.kind {
         WELCOME => {

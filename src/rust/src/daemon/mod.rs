@@ -71,6 +71,8 @@ pub enum Incoming {
     Disconnected,
     /// The host refused this daemon (the reason is its message).
     Refused(String),
+    /// The host at the URL is not to be trusted (why is the message).
+    Untrusted(String),
 }
 
 struct Conn {
@@ -344,6 +346,7 @@ impl Client {
                 None
             }
             Err(DialError::Refused(r)) => Some(Incoming::Refused(r)),
+            Err(e @ DialError::HostUnproven(_)) => Some(Incoming::Untrusted(e.to_string())),
             Err(_) => None,
         }
     }

@@ -13,7 +13,7 @@ use crate::codes::CONNECTION_RESET;
 use crate::outframe::OutFrame;
 use crate::protocol::frame::{parse_header, read_frame, write_frame, FRAME_MAX, HANDSHAKE_MAX};
 use crate::protocol::handshake::{
-    check_hello, new_challenge, parse_hello, proof_matches, Welcome, PROTOCOL_VERSION,
+    check_hello, parse_hello, proof_matches, Challenge, Side, Welcome, PROTOCOL_VERSION,
 };
 use crate::protocol::message::{
     read_result, ResultValue, SerialConfig, CHALLENGE, LEAVING, PROOF, REJECT, RESULT, WELCOME,
@@ -111,13 +111,19 @@ async fn admit(host: &Host, stream: &mut BoxStream) -> std::io::Result<Result<()
         Ok(h) => h,
         Err(_) => return Ok(Err(Refusal::Silent)),
     };
-    // A peer of our protocol must prove it knows the secret. Without it, it
-    // learns nothing, not even why: it was not launched by this host.
+    // A peer of our protocol must prove it knows the secret, after the host
+    // has proved it to the peer. Without it, it learns nothing, not even
+    // why: it was not launched by this host.
     if let (Some(secret), PROTOCOL_VERSION) = (&host.config.secret, hello.protocol) {
-        let challenge = new_challenge()?;
-        write_frame(stream, &frame(CHALLENGE, &challenge)).await?;
+        let Some(theirs) = hello.nonce else {
+            return Ok(Err(Refusal::Silent));
+        };
+        let challenge = Challenge::new(secret, &theirs)?;
+        write_frame(stream, &frame(CHALLENGE, &challenge.encode())).await?;
         let answer = read_frame(stream, HANDSHAKE_MAX).await?;
-        if answer.kind != PROOF || !proof_matches(secret, &challenge, &answer.body) {
+        let ours = &challenge.nonce;
+        if answer.kind != PROOF || !proof_matches(secret, Side::Daemon, &theirs, ours, &answer.body)
+        {
             return Ok(Err(Refusal::Silent));
         }
     }

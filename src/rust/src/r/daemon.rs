@@ -152,6 +152,7 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
             Some(Incoming::Refused(why)) => {
                 return Err(r_error(format!("the host refused this daemon: {why}")))
             }
+            Some(Incoming::Untrusted(why)) => return Err(r_error(why)),
             None => {
                 if user_interrupted() {
                     // an interrupt between tasks (a late cancellation) is

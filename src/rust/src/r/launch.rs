@@ -130,14 +130,23 @@ fn response_list(r: &http::Response) -> Robj {
     list!(status = status, headers = headers, data = data).into()
 }
 
-/// The handshake's proof of knowing `secret` for `challenge` (what a
+/// The daemon's proof of knowing `secret` for a pair of nonces (what a
 /// daemon sends; used by the tests that play a daemon by hand).
 #[extendr]
-fn handshake_proof(secret: &str, challenge: Raw) -> Raw {
-    Raw::from_bytes(&crate::protocol::proof(
+fn handshake_proof(secret: &str, daemon_nonce: Raw, host_nonce: Raw) -> Result<Raw> {
+    use crate::protocol::{Nonce, Side};
+    let nonce = |r: &Raw| -> Result<Nonce> {
+        r.as_slice()
+            .try_into()
+            .map_err(|_| r_error("a nonce is 32 bytes"))
+    };
+    let (d, h) = (nonce(&daemon_nonce)?, nonce(&host_nonce)?);
+    Ok(Raw::from_bytes(&crate::protocol::proof(
         secret.as_bytes(),
-        challenge.as_slice(),
-    ))
+        Side::Daemon,
+        &d,
+        &h,
+    )))
 }
 
 /// Serialize and unserialize `x` through the stream API (for tests).

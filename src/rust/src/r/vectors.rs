@@ -136,9 +136,33 @@ pub fn into_r_vector(buf: VectorBuffer, t: VectorType) -> Option<SEXP> {
         unsafe { Rf_allocVector3(sexptype(t), n as R_xlen_t, &mut a) }
     })
     .ok()?;
+    // SAFETY: `x` is a fresh vector of `n` elements of `t`.
+    let p = unsafe { data_ptr(x, t) };
+    if !std::ptr::eq(p, buf.data().as_ptr()) {
+        // a small vector: R took it from its own pools without asking for
+        // the block, so the data is copied in (and the block freed here)
+        // SAFETY: `x` holds exactly `buf.data_len()` bytes of data, and
+        // nothing allocates before the caller protects it.
+        unsafe { std::ptr::copy_nonoverlapping(buf.data().as_ptr(), p, buf.data_len()) };
+        return Some(x);
+    }
     // R now owns the block
     let _ = buf.into_block();
     Some(x)
+}
+
+/// Where the data of `x`, a non-ALTREP vector of `t`, starts.
+///
+/// # Safety
+/// R's thread; `x` is such a vector.
+unsafe fn data_ptr(x: SEXP, t: VectorType) -> *mut u8 {
+    match t {
+        VectorType::Logical => LOGICAL(x) as *mut u8,
+        VectorType::Integer => INTEGER(x) as *mut u8,
+        VectorType::Double => REAL(x) as *mut u8,
+        VectorType::Complex => COMPLEX(x) as *mut u8,
+        VectorType::Raw => RAW(x),
+    }
 }
 
 /// An R vector of type `t` and length `n` holding a copy of `buf`'s data
@@ -153,13 +177,7 @@ fn copy_into_r_vector(buf: &VectorBuffer, t: VectorType, n: usize) -> Option<SEX
     // whose data is exactly `buf.data_len()` bytes; nothing allocates
     // before the caller protects it.
     unsafe {
-        let p: *mut u8 = match t {
-            VectorType::Logical => LOGICAL(x) as *mut u8,
-            VectorType::Integer => INTEGER(x) as *mut u8,
-            VectorType::Double => REAL(x) as *mut u8,
-            VectorType::Complex => COMPLEX(x) as *mut u8,
-            VectorType::Raw => RAW(x),
-        };
+        let p = data_ptr(x, t);
         std::ptr::copy_nonoverlapping(buf.data().as_ptr(), p, buf.data_len());
     }
     Some(x)

@@ -18,7 +18,7 @@ pub fn port_of(url: &str) -> u16 {
 pub fn join<S: Read + Write>(mut s: S) -> Welcome {
     s.write_all(&frame(
         HELLO,
-        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+        &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[0u8; PROOF_LEN]),
     ))
     .unwrap();
     let reply = read_frame_blocking(s, HANDSHAKE_MAX).unwrap();
