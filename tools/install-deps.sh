@@ -15,7 +15,8 @@ PKGS="r-base-dev r-cran-testthat r-cran-later r-cran-promises r-cran-cli
       r-cran-shiny r-cran-purrr r-cran-httpuv r-cran-rcpp r-cran-jsonlite
       r-cran-foreach r-cran-doparallel r-cran-iterators r-cran-rlang
       chromium chromium-driver nodejs libcurl4-openssl-dev slurm-wlm munge
-      libprotobuf-dev protobuf-compiler cmake r-cran-roxygen2 python3"
+      libprotobuf-dev protobuf-compiler cmake r-cran-roxygen2 python3
+      python3-websockets"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
