@@ -73,7 +73,6 @@ test_that("a partitioned daemon's task resolves to errorValue 19 and the daemon 
 })
 
 test_that("a task longer than the silence limit completes: the busy daemon keeps answering", {
-  skip_on_cran()
   daemons(1)
   on.exit(daemons(0), add = TRUE)
   # over 20 s without a result: only heartbeats pass either way meanwhile
