@@ -88,6 +88,17 @@
 #'   profile are given the authority's certificate (as `tlscert`) and accept
 #'   only this host. The commands [launch_remote()] prints carry it too.
 #'
+#'   Half-open connections (a daemon's machine or the network vanishing
+#'   without closing the connection) are detected: TCP connections use
+#'   keepalive (first probe after 10 s idle, then every 5 s, 3 probes) and,
+#'   on Linux, a 25 s limit on unacknowledged data; in addition host and
+#'   daemon each send a small heartbeat after 5 s without writing, and take
+#'   20 s without hearing anything from the other side as a dead
+#'   connection. The host then drops the daemon (its task resolves to
+#'   'errorValue' 19, or is retried with `retry`) and the daemon stops as
+#'   if its host had closed. A daemon busy with a long task keeps
+#'   answering, so long tasks are not affected.
+#'
 #' @return Invisibly, logical `TRUE` (class 'miraiDaemons', usable with
 #'   [with()]) when daemons are set, `FALSE` on reset.
 #' @examples

@@ -9,12 +9,18 @@
 //! - `AfterTask` (NA): R stops serving once the current task is done.
 //! - `Never` (FALSE): dial again and serve whichever host appears there.
 //!
+//! A host silent for `SILENCE_LIMIT` (no bytes, not even a HEARTBEAT)
+//! counts as gone the same way: its machine vanished or the network split.
+//! The daemon sends its own HEARTBEAT after a quiet spell, from R's thread
+//! between tasks and from the watcher during them.
+//!
 //! The same watcher hears cancellations: a dispatcher sends nothing to a
 //! busy daemon but a CANCEL for its task, which the watcher answers by
 //! interrupting R's main thread, so the evaluation stops and the daemon
 //! replies and serves on.
 
 mod connect;
+mod pulse;
 mod ssh_secret;
 mod watcher;
 
@@ -24,7 +30,7 @@ use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::frame::{read_body_into, read_header_blocking, FRAME_MAX};
 use crate::protocol::handshake::Stream;
 use crate::protocol::message::{
-    read_task_blocking, signal_frame, RawArg, CANCEL, EXIT, LEAVING, TASK,
+    read_task_blocking, signal_frame, RawArg, CANCEL, EXIT, HEARTBEAT, LEAVING, TASK,
 };
 use crate::transport::url::Url;
 use crate::transport::{SyncStream, TransportError};
@@ -38,6 +44,8 @@ use std::time::{Duration, Instant};
 use watcher::{poll_fd, Busy, Watch};
 
 const REDIAL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often an idle daemon looks at the heartbeat within a long wait.
+const PULSE_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AutoExit {
@@ -278,9 +286,27 @@ impl Client {
             let ready = self.just_served.swap(false, Ordering::Relaxed)
                 && spin_until_readable(c.stream.fd());
             let left = deadline.saturating_duration_since(Instant::now());
-            if !ready && poll_fd(c.stream.fd(), libc::POLLIN, left) == 0 {
-                return None;
+            let wait = left.min(PULSE_CHECK);
+            if !ready && poll_fd(c.stream.fd(), libc::POLLIN, wait) == 0 {
+                let pulse = &self.watch.pulse;
+                let mut dead = pulse.host_silent();
+                if !dead && pulse.heartbeat_due() {
+                    dead = (&c.stream).write_all(&signal_frame(HEARTBEAT)).is_err();
+                    pulse.wrote();
+                }
+                if dead {
+                    drop(guard);
+                    if let Some(m) = self.disconnected() {
+                        return Some(m);
+                    }
+                    continue;
+                }
+                if wait >= left {
+                    return None;
+                }
+                continue;
             }
+            self.watch.pulse.heard();
             let mut payload = self.recv_buf.lock();
             match read_message(&c.stream, &mut payload) {
                 Ok(Message::Task(head)) => {
@@ -301,7 +327,7 @@ impl Client {
                     });
                 }
                 Ok(Message::Exit) => return Some(Incoming::Exit),
-                Ok(Message::StaleCancel) => continue,
+                Ok(Message::StaleCancel | Message::Heartbeat) => continue,
                 Err(_) => {
                     drop(payload);
                     drop(guard);
@@ -343,6 +369,7 @@ impl Client {
             Ok(connected) => {
                 let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                 *self.conn.lock() = Some(Conn::new(connected, epoch));
+                self.watch.pulse.reset();
                 None
             }
             Err(DialError::Refused(r)) => Some(Incoming::Refused(r)),
@@ -446,6 +473,8 @@ impl Client {
         };
         if failed {
             self.drop_connection(&mut conn);
+        } else {
+            self.watch.pulse.wrote();
         }
     }
 
@@ -480,6 +509,7 @@ enum Message {
     Exit,
     /// A CANCEL for a task already finished.
     StaleCancel,
+    Heartbeat,
 }
 
 /// Bodies of messages other than tasks are tiny; a longer one is not ours.
@@ -497,6 +527,7 @@ fn read_message(stream: &SyncStream, payload: &mut Vec<u8>) -> std::io::Result<M
                 Message::StaleCancel
             })
         }
+        HEARTBEAT if len == 0 => Ok(Message::Heartbeat),
         _ => Err(crate::protocol::invalid("unexpected message from the host")),
     }
 }

@@ -1,13 +1,17 @@
 //! The watcher thread of a daemon: while R evaluates a task it watches the
 //! connection, interrupting R (SIGINT) when the host cancels that task, and
 //! ending the process if the host goes away (autoexit TRUE) and R is still
-//! busy after a grace period.
+//! busy after a grace period. It also keeps the heartbeat going while R
+//! is busy (see [`Pulse`]): it consumes the host's HEARTBEATs, sends ours
+//! when we have been quiet, and takes a host silent for too long as gone.
 //!
 //! A SIGINT can reach R after the task it was meant for has finished. So
 //! R asks, for every interrupt it sees, [`Watch::interrupt_verdict`]: only
 //! an interrupt during a task, not sent for an earlier one, stops anything.
 
-use crate::protocol::message::{parse_cancel, CANCEL, CANCEL_LEN};
+use super::pulse::Pulse;
+use crate::protocol::message::{parse_cancel, signal_frame, CANCEL, CANCEL_LEN, HEARTBEAT};
+use crate::protocol::HEADER_LEN;
 use parking_lot::{Condvar, Mutex};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +51,8 @@ pub struct Watch {
     main_thread: libc::pthread_t,
     /// R's session temporary directory, removed on a forced exit.
     tempdir: String,
+    /// Heartbeat times of the current connection.
+    pub pulse: Pulse,
 }
 
 impl Watch {
@@ -60,6 +66,7 @@ impl Watch {
             // SAFETY: pthread_self has no preconditions.
             main_thread: unsafe { libc::pthread_self() },
             tempdir,
+            pulse: Pulse::new(),
         });
         let w = watch.clone();
         std::thread::Builder::new()
@@ -160,10 +167,79 @@ fn watch_task(w: &Watch, busy: Busy) {
             }
             return;
         }
-        if ev & libc::POLLIN != 0 && !take_cancel(w, busy) {
-            events = libc::POLLRDHUP;
+        if ev & libc::POLLIN != 0 {
+            w.pulse.heard();
+            if !take_signal(w, busy) {
+                events = libc::POLLRDHUP;
+            }
+        }
+        if events == libc::POLLRDHUP {
+            // input queued behind a task (no dispatcher) cannot be read
+            // here: while it waits the host counts as alive, and the
+            // kernel's timeouts still watch the link
+            w.pulse.heard();
+        }
+        if w.pulse.heartbeat_due() {
+            send_heartbeat(w, busy);
+        }
+        if w.pulse.host_silent() {
+            give_up(w, busy);
         }
     }
+}
+
+/// Send a HEARTBEAT, unless R has finished the task (it then owns the
+/// socket's write side again, to send its result): the state lock, held
+/// throughout, keeps R from writing meanwhile. A full socket means the
+/// host is not reading: nothing is sent, and the next check tries again.
+fn send_heartbeat(w: &Watch, busy: Busy) {
+    let st = w.state.lock();
+    if st.busy != Some(busy) {
+        return;
+    }
+    let frame = signal_frame(HEARTBEAT);
+    let mut flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let mut done = 0;
+    while done < frame.len() {
+        // SAFETY: `busy.fd` is the connection's socket, open while R is
+        // busy on it (checked under the lock); the pointer and length
+        // describe the rest of `frame`.
+        let n = unsafe {
+            libc::send(
+                busy.fd,
+                frame[done..].as_ptr() as *const libc::c_void,
+                frame.len() - done,
+                flags,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+        // a frame begun must be finished, or the stream is broken
+        flags = libc::MSG_NOSIGNAL;
+    }
+    drop(st);
+    if done > 0 {
+        w.pulse.wrote();
+    }
+}
+
+/// The host has been silent too long: shut the connection down, which
+/// the watch loop and R's thread then see as the host gone.
+fn give_up(w: &Watch, busy: Busy) {
+    let st = w.state.lock();
+    if st.busy == Some(busy) {
+        // SAFETY: the socket is open while R is busy on it (checked under
+        // the lock); shutdown only changes its state.
+        unsafe { libc::shutdown(busy.fd, libc::SHUT_RDWR) };
+    }
+    drop(st);
+}
+
+/// An empty HEARTBEAT frame at the start of `bytes`.
+fn is_heartbeat(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_LEN && bytes[0] == HEARTBEAT && bytes[1..HEADER_LEN] == [0u8; 8]
 }
 
 fn peek(fd: RawFd, buf: &mut [u8; CANCEL_LEN]) -> isize {
@@ -179,19 +255,39 @@ fn peek(fd: RawFd, buf: &mut [u8; CANCEL_LEN]) -> isize {
     }
 }
 
-/// Input has arrived while R is busy: if it is a CANCEL frame for the
-/// running task, consume it and interrupt R. False if the input is
-/// something else (left unread).
-fn take_cancel(w: &Watch, busy: Busy) -> bool {
+/// Input has arrived while R is busy: if it is a HEARTBEAT, consume it;
+/// if a CANCEL frame for the running task, consume it and interrupt R.
+/// False if the input is something else (left unread).
+fn take_signal(w: &Watch, busy: Busy) -> bool {
     let mut buf = [0u8; CANCEL_LEN];
     let mut n = peek(busy.fd, &mut buf);
     // a frame split across segments: wait briefly for the rest
     for _ in 0..100 {
-        if n <= 0 || n as usize >= CANCEL_LEN || buf[0] != CANCEL {
+        let want = match buf[0] {
+            CANCEL => CANCEL_LEN,
+            HEARTBEAT => HEADER_LEN,
+            _ => 0,
+        };
+        if n <= 0 || n as usize >= want {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
         n = peek(busy.fd, &mut buf);
+    }
+    if n > 0 && is_heartbeat(&buf[..n as usize]) {
+        let st = w.state.lock();
+        if st.busy == Some(busy) {
+            // SAFETY: consumes the HEARTBEAT frame just peeked, into `buf`.
+            unsafe {
+                libc::recv(
+                    busy.fd,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    HEADER_LEN,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+        }
+        return true;
     }
     let Some(id) = parse_cancel(&buf[..n.max(0) as usize]) else {
         return n <= 0; // nothing there after all: keep watching input

@@ -6,6 +6,7 @@ use crate::outframe::OutFrame;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// A frame, shared: the dispatcher keeps a task's frame until the daemon
@@ -33,6 +34,8 @@ pub struct Link {
     pub next_broadcast: usize,
     /// The daemon said it is leaving: it gets no more tasks.
     pub leaving: bool,
+    /// When a frame was last sent (a heartbeat goes after a quiet spell).
+    pub last_write: Instant,
 }
 
 impl Link {
@@ -45,6 +48,7 @@ impl Link {
             idle_listed: false,
             next_broadcast: 0,
             leaving: false,
+            last_write: Instant::now(),
         }
     }
 
@@ -55,6 +59,7 @@ impl Link {
     /// locked, which keeps the socket open meanwhile. False if the
     /// connection's writer has gone.
     pub fn send(&mut self, frame: SharedFrame) -> bool {
+        self.last_write = Instant::now();
         if self.backlog {
             return self.tx.send((frame, 0)).is_ok();
         }

@@ -5,6 +5,7 @@
 //! takes the daemon off the host and resolves its unfinished tasks.
 
 use super::gate::{Gate, Ticket};
+use super::heartbeat::{watchdog, Heard, LastHeard};
 use super::link::{Link, Outgoing};
 use super::Host;
 use crate::aio::Outcome;
@@ -16,7 +17,8 @@ use crate::protocol::handshake::{
     check_hello, parse_hello, proof_matches, Challenge, Side, Welcome, PROTOCOL_VERSION,
 };
 use crate::protocol::message::{
-    read_result, ResultValue, SerialConfig, CHALLENGE, LEAVING, PROOF, REJECT, RESULT, WELCOME,
+    read_result, ResultValue, SerialConfig, CHALLENGE, HEARTBEAT, LEAVING, PROOF, REJECT, RESULT,
+    WELCOME,
 };
 use crate::protocol::{frame, HEADER_LEN};
 use crate::transport::{Accepted, BoxStream, Listener};
@@ -206,11 +208,25 @@ async fn serve(host: Arc<Host>, accepted: Accepted, ticket: Ticket, slot: Option
         host: host.clone(),
         conn,
     };
-    tokio::spawn(write_loop(host.clone(), conn, wr, rx));
-    let mut rd = BufReader::with_capacity(IO_BUFFER, rd);
+    let last = LastHeard::new();
+    tokio::spawn(write_loop(
+        host.clone(),
+        conn,
+        Heard::new(wr, last.clone()),
+        rx,
+    ));
+    let silent = watchdog(host.clone(), conn, last.clone());
+    tokio::pin!(silent);
+    let mut rd = BufReader::with_capacity(IO_BUFFER, Heard::new(rd, last));
     loop {
         let message = tokio::select! {
             _ = stop.changed() => break,
+            _ = &mut silent => {
+                // the daemon is gone without a word: make the writer fail
+                // too, rather than wait on a peer that never reads
+                shut_down(fd);
+                break;
+            }
             r = read_message(&mut rd) => match r {
                 Ok(m) => m,
                 Err(_) => break,
@@ -219,26 +235,37 @@ async fn serve(host: Arc<Host>, accepted: Accepted, ticket: Ticket, slot: Option
         match message {
             FromDaemon::Result(id, outcome) => host.deliver(conn, id, outcome),
             FromDaemon::Leaving => host.leaving(conn),
+            FromDaemon::Heartbeat => {}
         }
     }
     drop(registered);
+}
+
+/// Shut a connection's socket down both ways.
+fn shut_down(fd: RawFd) {
+    // SAFETY: `fd` is this connection's socket, still open: the caller
+    // holds its read half. shutdown only changes the socket's state.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
 /// What a daemon sends.
 enum FromDaemon {
     Result(u64, Outcome),
     Leaving,
+    /// Nothing to do: its bytes have already counted as a sign of life.
+    Heartbeat,
 }
 
 /// Read one message from a daemon: a RESULT (its task id and outcome; a
 /// plain vector's data goes straight into memory laid out for R) or
-/// LEAVING. Anything else ends the connection.
+/// LEAVING or HEARTBEAT. Anything else ends the connection.
 async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<FromDaemon> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let (kind, len) = parse_header(&header, FRAME_MAX)?;
     match kind {
         LEAVING if len == 0 => Ok(FromDaemon::Leaving),
+        HEARTBEAT if len == 0 => Ok(FromDaemon::Heartbeat),
         RESULT => {
             let (id, value) = read_result(
                 r,

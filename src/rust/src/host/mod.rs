@@ -5,7 +5,8 @@
 //! [`dispatcher`], which lives here, as tasks on the runtime.
 //!
 //! A daemon that disconnects takes its unfinished tasks with it: they
-//! resolve to errorValue 19 at once.
+//! resolve to errorValue 19 at once (or are retried). So does one that
+//! falls silent, its link half-open (see [`heartbeat`]).
 //!
 //! An *ephemeral* host serves a single task to a single daemon process
 //! (a mirai with no daemons set) and closes itself afterwards, or when the
@@ -14,6 +15,7 @@
 mod budget;
 mod dispatcher;
 mod gate;
+mod heartbeat;
 mod link;
 mod listener;
 mod nofile;

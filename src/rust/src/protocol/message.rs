@@ -18,6 +18,10 @@
 //!   profile's serialization configuration, for the daemon to apply before
 //!   its first task. Format u8 ([`SERIAL_FORMAT`]), length u64, then that
 //!   many bytes (the configuration serialized by R; opaque here).
+//! - `HEARTBEAT` either way, empty: sent by a side that has written
+//!   nothing for [`HEARTBEAT_INTERVAL`], so the peer hears something; a
+//!   side that hears no bytes at all for [`SILENCE_LIMIT`] takes the
+//!   connection for dead. Otherwise ignored.
 
 use super::frame::{begin_frame, finish_frame, frame, invalid, set_body_len, HEADER_LEN};
 use std::io;
@@ -34,6 +38,13 @@ pub const LEAVING: u8 = 8;
 pub const CHALLENGE: u8 = 9;
 pub const PROOF: u8 = 10;
 pub const SERIAL: u8 = 11;
+pub const HEARTBEAT: u8 = 13;
+
+/// A side that has written nothing for this long sends a HEARTBEAT.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// No bytes from the peer for this long: the connection is dead (the
+/// peer's machine vanished, the network split, or the peer is stuck).
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Task flag: evaluate keeping state (`everywhere()`): the daemon takes a
 /// new cleanup baseline afterwards.

@@ -113,6 +113,7 @@ fn dial_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<SyncStream> 
         match std::net::TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 s.set_nodelay(true)?;
+                super::keepalive::watch_tcp(&s);
                 return Ok(SyncStream::Tcp(s));
             }
             Err(e) => last = e,
@@ -143,6 +144,7 @@ fn dial_layered(
     let handshakes = async {
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
+        super::keepalive::watch_tcp(&tcp);
         super::enlarge_buffers(tcp.as_raw_fd());
         match tls {
             Some(config) => {

@@ -123,6 +123,7 @@ impl Listener {
             Listener::Tcp(l, layers) => {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
+                super::keepalive::watch_tcp(&s);
                 let fd = s.as_raw_fd();
                 if layers.tls.is_none() && layers.ws.is_none() {
                     return Ok(Accepted::Ready(Box::pin(s), fd));

@@ -12,6 +12,7 @@
 mod carrier;
 mod dial;
 pub mod interfaces;
+pub mod keepalive;
 mod listen;
 pub mod tls;
 pub mod url;
