@@ -101,7 +101,7 @@ fn a_stray_peer_does_not_take_an_ephemeral_hosts_slot() {
             .unwrap();
         let _ = second.write_all(&frame(
             HELLO,
-            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION),
+            &hello_body(PROTOCOL_VERSION, PACKAGE_VERSION, &[0u8; PROOF_LEN]),
         ));
         assert!(read_frame_blocking(&second, HANDSHAKE_MAX).is_err());
     }
