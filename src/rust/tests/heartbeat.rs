@@ -139,7 +139,7 @@ fn a_daemon_gives_up_on_a_silent_host() {
         false,
         AutoExit::AfterTask,
         String::new(),
-        "not used: no challenge".into(),
+        String::new(), // no secret: this host gives no challenge
         None,
     )
     .unwrap();
