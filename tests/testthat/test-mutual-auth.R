@@ -31,6 +31,18 @@ against_rogue_host <- function(play) {
        stderr = if (exited) p$read_all_error() else "")
 }
 
+# Play a host that sends CHALLENGE `body`, then reads what the daemon
+# answers (into `answer$frame`) and sends WELCOME and a task anyway.
+challenge_then_task <- function(con, body, ran, answer) {
+  writeBin(frame_bytes(9, body), con)
+  flush(con)
+  answer$frame <- read_frame(con)
+  try(silent = TRUE, {
+    writeBin(c(frame_bytes(2, as.raw(0)), rogue_task(ran)), con)
+    flush(con)
+  })
+}
+
 refusal <- "the host at tcp://127.0.0.1:[0-9]+ did not prove it knows the secret: refusing it"
 
 test_that("a daemon refuses a host that skips the challenge, and runs none of its tasks", {
@@ -48,20 +60,14 @@ test_that("a daemon refuses a host that skips the challenge, and runs none of it
 
 test_that("a daemon refuses a host whose challenge carries a wrong proof", {
   ran <- tempfile("rogue-task-ran-")
-  answered <- NULL
+  answer <- new.env()
   out <- against_rogue_host(function(con, hello) {
     # the daemon's nonce is the last 32 bytes of its HELLO
     expect_length(hello$body, 6L + 3L + length(charToRaw(as.character(packageVersion("mirai")))) + 32L)
-    writeBin(frame_bytes(9, c(random_nonce(), random_nonce())), con)
-    flush(con)
     # the daemon must not answer with its own proof, only hang up
-    answered <<- read_frame(con)
-    try(silent = TRUE, {
-      writeBin(c(frame_bytes(2, as.raw(0)), rogue_task(ran)), con)
-      flush(con)
-    })
+    challenge_then_task(con, c(random_nonce(), random_nonce()), ran, answer)
   })
-  expect_null(answered)
+  expect_null(answer$frame)
   expect_true(out$exited)
   expect_false(identical(out$status, 0L))
   expect_match(out$stderr, refusal)
@@ -70,22 +76,16 @@ test_that("a daemon refuses a host whose challenge carries a wrong proof", {
 
 test_that("a daemon refuses a host that reflects a proof it was not given", {
   ran <- tempfile("rogue-task-ran-")
-  answered <- NULL
+  answer <- new.env()
   out <- against_rogue_host(function(con, hello) {
     # a host's proof that is right in all but its direction: the daemon's
     # own proof for these nonces (computed here with the secret)
     d <- utils::tail(hello$body, 32L)
     h <- random_nonce()
     reflected <- .Call(mirai:::wrap__handshake_proof, TEST_SECRET, d, h)
-    writeBin(frame_bytes(9, c(h, reflected)), con)
-    flush(con)
-    answered <<- read_frame(con)
-    try(silent = TRUE, {
-      writeBin(c(frame_bytes(2, as.raw(0)), rogue_task(ran)), con)
-      flush(con)
-    })
+    challenge_then_task(con, c(h, reflected), ran, answer)
   })
-  expect_null(answered)
+  expect_null(answer$frame)
   expect_true(out$exited)
   expect_match(out$stderr, refusal)
   expect_false(file.exists(ran))
