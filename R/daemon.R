@@ -112,6 +112,8 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 
 # Task flags (set by the host, see the protocol): keep state, map element.
 .flag_map <- 4L
+# Task flag: the task names objects shared by its map (see mirai_map()).
+.flag_shared <- 8L
 
 # The receive-evaluate-reply loop; returns the exit code. The handlers
 # that turn a failing task into an error value are set up once for the
@@ -166,6 +168,10 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       if (msg[[5L]]) {
         why <- .Call(wrap__daemon_fill_raw, conn, msg[[1L]], ._mirai_.)
         if (identical(why, -1L)) return(0L)
+        if (is.character(why)) stop(why, call. = FALSE)
+      }
+      if (bitwAnd(msg[[2L]], .flag_shared)) {
+        why <- .Call(wrap__daemon_resolve_shared, ._mirai_.)
         if (is.character(why)) stop(why, call. = FALSE)
       }
       .set_globals(._mirai_.[["._globals_."]])

@@ -12,6 +12,11 @@
 #' for a vector or list, character row names for a data frame, row names
 #' for a matrix.
 #'
+#' Large objects in `...` or `.args` (vectors and lists of 1 MB or more) are
+#' serialized once and sent to each daemon once per map, not with every
+#' element: each element still sees its own copy, and a daemon lets go of
+#' them once the map's tasks are done.
+#'
 #' Collect the results with `x[]` (the list of values), or with options:
 #' `x[.flat]` flattens them to a vector (`unlist(recursive = FALSE)`),
 #' erroring if their types differ; `x[.progress]` shows a progress bar
@@ -51,11 +56,19 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   profile <- .profile(.compute)
   if (.otel$on) .otel_map_span(profile)
   globals <- .task_globals(list(...), call)
+  dx <- dim(.x)
+  shared <- .map_shared(profile, globals, .args, if (is.null(dx)) length(.x) else dx[1L])
+  globals <- shared$globals
+  .args <- shared$args
+  flags <- .flag_map
+  if (length(shared$handles)) {
+    flags <- bitwOr(flags, .flag_shared)
+    on.exit(.Call(wrap__host_unshare, shared$handles))
+  }
   submit <- function(elem, expr) {
     payload <- .payload(expr, globals, list(.f = .f, .x = elem, .args = .args))
-    .submit(payload, NULL, profile$compute, call, flags = .flag_map)
+    .submit(payload, NULL, profile$compute, call, flags = flags, shared = shared$handles)
   }
-  dx <- dim(.x)
   out <- if (is.null(dx)) {
     expr <- quote(do.call(.f, c(list(.x), .args), quote = TRUE))
     `names<-`(lapply(.x, submit, expr), names(.x))
@@ -72,6 +85,37 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   class(out) <- "mirai_map"
   if (length(.promise)) .map_promises(out, .promise)
   invisible(out)
+}
+
+# Objects in `...` or `.args` at least this large (bytes) are shared by a
+# map's tasks rather than copied into each.
+.shared_min <- 1e6
+
+# The large objects of a map's `...` and `.args`, serialized once: each is
+# replaced by a placeholder naming it, and goes to each daemon once, before
+# the first of the map's tasks it runs (see src/rust/src/host/shared.rs).
+# Vectors and lists only: an environment (or a function, which has one)
+# would be one object shared by every task on a daemon, where each task
+# used to get its own copy. Not for a single task or a synchronous profile.
+.map_shared <- function(profile, globals, args, n) {
+  out <- list(globals = globals, args = args, handles = NULL)
+  if (n < 2L || profile$sync) return(out)
+  large <- function(x) (is.atomic(x) || is.list(x)) && !is.environment(x) &&
+    !is.function(x) && utils::object.size(x) >= .shared_min
+  handles <- list()
+  share <- function(objects) {
+    for (i in seq_along(objects)) {
+      if (!large(objects[[i]])) next
+      s <- .Call(wrap__host_share, profile$host, objects[[i]])
+      handles[[length(handles) + 1L]] <<- s[[1L]]
+      objects[i] <- list(s[[2L]])
+    }
+    objects
+  }
+  out$globals <- share(globals)
+  if (is.list(args)) out$args <- share(args)
+  out$handles <- if (length(handles)) handles
+  out
 }
 
 # Register `.promise` handlers on each element (see mirai_map()).

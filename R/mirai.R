@@ -127,7 +127,7 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
 # Send a task to the profile's daemons, evaluate it at once (sync), or
 # start an ephemeral process for it (no daemons set). With `try`, NULL when
 # the dispatcher's memory budget is full.
-.submit <- function(payload, timeout, .compute, call, try = FALSE, flags = 0L) {
+.submit <- function(payload, timeout, .compute, call, try = FALSE, flags = 0L, shared = NULL) {
   timeout <- .timeout_ms(timeout, call)
   profile <- .profile(.compute)
   if (is.null(profile)) {
@@ -149,7 +149,7 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
     }
   }
   if (!is.null(profile$seed)) payload[["._globals_."]][[".Random.seed"]] <- .next_stream(profile)
-  .Call(wrap__host_submit, profile$host, payload, flags, timeout)
+  .Call(wrap__host_submit, profile$host, payload, flags, timeout, shared)
 }
 
 #' @export

@@ -8,7 +8,7 @@ TEST_SECRET <- "mirai-test-suite-secret-3f9c2e7a51d84b06"
 Sys.setenv(MIRAI_SECRET = TEST_SECRET)
 
 # The protocol version of this build (src/rust/src/protocol/handshake.rs).
-PROTOCOL_VERSION <- 6L
+PROTOCOL_VERSION <- 7L
 
 # A handshake (HELLO body) as a daemon of this version sends it, ending in
 # the daemon's 32-byte nonce.

@@ -46,7 +46,7 @@ async def serve(send, recv):
             buf.extend(msg)
     version = sys.argv[4].encode()
     d = os.urandom(32)
-    await send(frame(HELLO, b"MIRAI\\0" + struct.pack("<HB", 6, len(version)) + version + d))
+    await send(frame(HELLO, b"MIRAI\\0" + struct.pack("<HB", 7, len(version)) + version + d))
     kind, body = await next_frame()
     if kind != CHALLENGE or len(body) != 64:
         sys.exit(4)

@@ -4,6 +4,7 @@
 //! daemon). A guard keeps that memory valid until every copy of the frame
 //! is gone.
 
+use crate::host::shared::SharedObject;
 use std::sync::Arc;
 
 /// Memory outside the frame, read-only while the frame exists.
@@ -27,6 +28,8 @@ pub struct OutFrame {
 struct Tail {
     slices: Vec<Slice>,
     _guard: Guard,
+    /// Objects the task names (sent ahead of it, see `host::shared`).
+    shared: Vec<Arc<SharedObject>>,
 }
 
 // SAFETY: the slices point into memory that `_guard` keeps alive and
@@ -60,6 +63,7 @@ impl OutFrame {
             tail: Some(Box::new(Tail {
                 slices,
                 _guard: guard,
+                shared: Vec::new(),
             })),
         }
     }
@@ -71,6 +75,28 @@ impl OutFrame {
         // SAFETY: the guard is the Arc owning the bytes, and Arc<[u8]> is
         // immutable.
         unsafe { OutFrame::with_tail(head, &tail, Arc::new(shared.clone())) }
+    }
+
+    /// The same frame, naming `objects` (which must go to a daemon before
+    /// it, and live as long as it does).
+    pub fn naming(mut self, objects: Vec<Arc<SharedObject>>) -> OutFrame {
+        if objects.is_empty() {
+            return self;
+        }
+        let tail = self.tail.get_or_insert_with(|| {
+            Box::new(Tail {
+                slices: Vec::new(),
+                _guard: Arc::new(()),
+                shared: Vec::new(),
+            })
+        });
+        tail.shared = objects;
+        self
+    }
+
+    /// The shared objects this frame's task names.
+    pub fn shared_objects(&self) -> &[Arc<SharedObject>] {
+        self.tail.as_ref().map_or(&[], |t| &t.shared)
     }
 
     fn slices(&self) -> &[Slice] {

@@ -30,7 +30,8 @@ use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::frame::{read_body_into, read_header_blocking, FRAME_MAX};
 use crate::protocol::handshake::Stream;
 use crate::protocol::message::{
-    read_task_blocking, signal_frame, RawArg, CANCEL, EXIT, HEARTBEAT, LEAVING, TASK,
+    parse_share_id, read_task_blocking, signal_frame, RawArg, CANCEL, EXIT, HEARTBEAT, LEAVING,
+    SHARE, TASK, UNSHARE,
 };
 use crate::transport::url::Url;
 use crate::transport::{SyncStream, TransportError};
@@ -73,6 +74,12 @@ pub enum Incoming {
     /// or `None`: the previous connection's no longer applies. Comes
     /// before anything else on that connection.
     Serial(Option<Vec<u8>>),
+    /// An object tasks will name by `id` (see `host::shared`): its
+    /// serialized bytes are in the receive buffer, after the id (see
+    /// [`Client::with_task_payload`]).
+    Share { id: u64, epoch: u64 },
+    /// No task will name object `id` again.
+    Unshare(u64),
     /// The host asked this daemon to exit.
     Exit,
     /// The connection dropped and this daemon does not redial.
@@ -326,6 +333,8 @@ impl Client {
                         raw: head.raw,
                     });
                 }
+                Ok(Message::Share(id)) => return Some(Incoming::Share { id, epoch: c.epoch }),
+                Ok(Message::Unshare(id)) => return Some(Incoming::Unshare(id)),
                 Ok(Message::Exit) => return Some(Incoming::Exit),
                 Ok(Message::StaleCancel | Message::Heartbeat) => continue,
                 Err(_) => {
@@ -506,6 +515,9 @@ impl Drop for Client {
 /// A message from the host, its payload (for a task) in the buffer given.
 enum Message {
     Task(crate::protocol::message::TaskHead),
+    /// A shared object; the body (id, then the object) is in the buffer.
+    Share(u64),
+    Unshare(u64),
     Exit,
     /// A CANCEL for a task already finished.
     StaleCancel,
@@ -528,6 +540,16 @@ fn read_message(stream: &SyncStream, payload: &mut Vec<u8>) -> std::io::Result<M
             })
         }
         HEARTBEAT if len == 0 => Ok(Message::Heartbeat),
+        SHARE => {
+            payload.clear();
+            read_body_into(stream, len, payload)?;
+            Ok(Message::Share(parse_share_id(payload)?))
+        }
+        UNSHARE if len <= SIGNAL_MAX => {
+            payload.clear();
+            read_body_into(stream, len, payload)?;
+            Ok(Message::Unshare(parse_share_id(payload)?))
+        }
         _ => Err(crate::protocol::invalid("unexpected message from the host")),
     }
 }

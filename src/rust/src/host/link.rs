@@ -36,6 +36,8 @@ pub struct Link {
     pub leaving: bool,
     /// When a frame was last sent (a heartbeat goes after a quiet spell).
     pub last_write: Instant,
+    /// The shared objects this daemon holds (see `shared`).
+    pub held: super::shared::Held,
 }
 
 impl Link {
@@ -49,6 +51,7 @@ impl Link {
             next_broadcast: 0,
             leaving: false,
             last_write: Instant::now(),
+            held: Default::default(),
         }
     }
 
@@ -71,10 +74,12 @@ impl Link {
         self.tx.send((frame, sent)).is_ok()
     }
 
-    /// Send a task and remember it as unfinished.
+    /// Send a task and remember it as unfinished; the shared objects it
+    /// names go first, where the daemon lacks them.
     pub fn send_task(&mut self, aio: Arc<Aio>, frame: SharedFrame) -> bool {
         self.inflight.insert(aio.id as u64, aio);
-        self.send(frame)
+        self.unshare_dead();
+        self.share_for(&frame) && self.send(frame)
     }
 }
 

@@ -21,6 +21,7 @@ mod listener;
 mod nofile;
 mod scheduler;
 mod secret;
+pub mod shared;
 
 pub use gate::{PREAUTH_BACKLOG, PREAUTH_PERMITS};
 pub use scheduler::{State, Task};

@@ -217,6 +217,22 @@ impl State {
         if self.dispatcher && free {
             self.give_work(conn);
         }
+        if free {
+            self.unshare_dead(conn);
+        }
+    }
+
+    /// A daemon fell idle: if some shared object has gone since it last
+    /// sent a task, every daemon holding one that has gone drops it.
+    fn unshare_dead(&mut self, conn: u64) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if link.inflight.is_empty() && link.unshare_dead() {
+            for link in self.links.values_mut() {
+                link.unshare_dead();
+            }
+        }
     }
 
     /// A daemon is leaving: it gets nothing more, and (dispatcher) tasks

@@ -27,7 +27,7 @@ use std::io;
 
 pub const MAGIC: &[u8; 6] = b"MIRAI\x00";
 /// Bumped whenever the framing or message layout changes.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Bytes in a nonce and in a proof.
 pub const PROOF_LEN: usize = 32;

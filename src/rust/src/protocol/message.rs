@@ -22,6 +22,11 @@
 //!   nothing for [`HEARTBEAT_INTERVAL`], so the peer hears something; a
 //!   side that hears no bytes at all for [`SILENCE_LIMIT`] takes the
 //!   connection for dead. Otherwise ignored.
+//! - `SHARE` host -> daemon: id u64, then a serialized R object that the
+//!   tasks following may name by that id instead of carrying it (a large
+//!   object of a `mirai_map()`, sent once to each daemon; see
+//!   `host::shared`). The daemon keeps it until an `UNSHARE`.
+//! - `UNSHARE` host -> daemon: id u64: no task will name it again.
 
 use super::frame::{begin_frame, finish_frame, frame, invalid, set_body_len, HEADER_LEN};
 use std::io;
@@ -39,6 +44,8 @@ pub const CHALLENGE: u8 = 9;
 pub const PROOF: u8 = 10;
 pub const SERIAL: u8 = 11;
 pub const HEARTBEAT: u8 = 13;
+pub const SHARE: u8 = 14;
+pub const UNSHARE: u8 = 15;
 
 /// A side that has written nothing for this long sends a HEARTBEAT.
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -51,6 +58,8 @@ pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20
 pub const TASK_KEEP_STATE: u8 = 1;
 /// Task flag: large vectors follow as raw data (see the module docs).
 pub const TASK_RAW_ARGS: u8 = 2;
+/// Task flag: the task names objects sent before by `SHARE`.
+pub const TASK_SHARED: u8 = 8;
 /// Result flag: the value is an evaluation error (miraiError/Interrupt).
 pub const RESULT_ERROR: u8 = 1;
 /// Result flag: the value is a plain vector sent as raw data.
@@ -190,6 +199,28 @@ pub fn task_prefix(id: u64, flags: u8, payload_len: usize) -> Vec<u8> {
     buf.push(flags & !TASK_RAW_ARGS);
     set_body_len(&mut buf, (ID_FLAGS_LEN + payload_len) as u64);
     buf
+}
+
+/// The head of a SHARE frame for object `id` whose serialized bytes
+/// (`len` of them) follow.
+pub fn share_prefix(id: u64, len: usize) -> Vec<u8> {
+    let mut buf = begin_frame(SHARE, 8);
+    buf.extend_from_slice(&id.to_le_bytes());
+    set_body_len(&mut buf, (8 + len) as u64);
+    buf
+}
+
+/// An UNSHARE frame for object `id`.
+pub fn unshare_frame(id: u64) -> Vec<u8> {
+    frame(UNSHARE, &id.to_le_bytes())
+}
+
+/// The object id at the start of a SHARE or UNSHARE body.
+pub fn parse_share_id(body: &[u8]) -> io::Result<u64> {
+    match body.get(..8) {
+        Some(b) => Ok(u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        None => Err(invalid("truncated shared-object id")),
+    }
 }
 
 /// A task as the daemon receives it: the serialized task is left in the
@@ -636,5 +667,22 @@ mod tests {
         assert_eq!(parse_cancel(&f), Some(99));
         assert_eq!(parse_cancel(&f[..CANCEL_LEN - 1]), None);
         assert_eq!(parse_cancel(&signal_frame(EXIT)), None);
+    }
+
+    #[test]
+    fn share_and_unshare_frames_carry_the_id() {
+        let head = share_prefix(0x0102_0304_0506_0708, 5);
+        let (kind, len) =
+            crate::protocol::frame::parse_header(head[..HEADER_LEN].try_into().unwrap(), u64::MAX)
+                .unwrap();
+        assert_eq!((kind, len), (SHARE, 13));
+        assert_eq!(
+            parse_share_id(&head[HEADER_LEN..]).unwrap(),
+            0x0102_0304_0506_0708
+        );
+        let un = unshare_frame(42);
+        assert_eq!(un[0], UNSHARE);
+        assert_eq!(parse_share_id(&un[HEADER_LEN..]).unwrap(), 42);
+        assert!(parse_share_id(&[1, 2, 3]).is_err());
     }
 }

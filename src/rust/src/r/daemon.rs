@@ -146,6 +146,10 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
                 return Ok(task.into());
             }
             Some(Incoming::Serial(config)) => set_hooks(config)?,
+            Some(Incoming::Share { id, epoch }) => {
+                client.with_task_payload(|b| super::shared::keep(id, epoch, &b[8..], hooks()))?
+            }
+            Some(Incoming::Unshare(id)) => super::shared::forget(id),
             Some(Incoming::Setup(stream)) => return Ok(r!(stream.to_vec())),
             Some(Incoming::Disconnected) => return Ok(r!(0)),
             Some(Incoming::Exit) => return Ok(r!(2)),
@@ -193,6 +197,17 @@ fn daemon_fill_raw(c: Robj, id: f64, task: Robj) -> Result<Robj> {
     }
 }
 
+/// Put the shared objects the task names in their places in `task` (its
+/// payload, unserialized by R): NULL, or why that failed.
+#[extendr]
+fn daemon_resolve_shared(task: Robj) -> Robj {
+    // SAFETY: `task` is protected by extendr for this call.
+    match super::shared::resolve(unsafe { task.get() }) {
+        Ok(()) => Robj::from(()),
+        Err(why) => r!(why),
+    }
+}
+
 /// Send the result of task `id` back on the connection it came from:
 /// NULL, or why the value could not be serialized (the caller then sends
 /// a miraiError instead). When a function of the host's serialization
@@ -236,6 +251,7 @@ extendr_module! {
     fn daemon_recv;
     fn daemon_task;
     fn daemon_fill_raw;
+    fn daemon_resolve_shared;
     fn daemon_send;
     fn daemon_interrupt_verdict;
     fn daemon_finish;

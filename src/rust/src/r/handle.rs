@@ -27,6 +27,16 @@ unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
     }
 }
 
+/// Let go of the value behind a handle now, rather than when R collects
+/// the handle (which then refers to nothing); a wrong object is left alone.
+pub fn release_handle<T: Tagged>(x: SEXP) {
+    if get_handle::<T>(x).is_ok() {
+        // SAFETY: R's thread; the tag was checked, and `finalize` clears
+        // the pointer, so the value is given back exactly once.
+        unsafe { finalize::<T>(x) }
+    }
+}
+
 /// Move `val` into a new external pointer (unprotected on return).
 pub fn new_handle<T: Tagged>(val: Arc<T>) -> SEXP {
     // SAFETY: R's thread; the pointer owns one strong count, given back by

@@ -25,6 +25,7 @@ mod promises;
 mod rawargs;
 mod refhooks;
 mod serial;
+mod shared;
 mod tasks;
 mod unwind;
 mod vectors;
@@ -73,4 +74,5 @@ extendr_module! {
     use daemon;
     use launch;
     use promises;
+    use shared;
 }

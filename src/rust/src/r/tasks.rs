@@ -32,6 +32,12 @@ fn serial_of(h: &Robj) -> SEXP {
     unsafe { Rf_getAttrib(h.get(), Rf_install(c"serial".as_ptr())) }
 }
 
+/// The serialization configuration of host handle `h` (protected by the
+/// caller), if it has one.
+pub(super) fn profile_hooks(h: &Robj) -> Option<Hooks> {
+    hooks(serial_of(h))
+}
+
 fn hooks(serial: SEXP) -> Option<Hooks> {
     // SAFETY: R's thread; `serial` is protected by the host handle.
     unsafe { Hooks::from_config(serial) }
@@ -54,9 +60,10 @@ fn init_mirai(binding: Robj, make_error: Robj) {
 }
 
 /// Serialize `payload` into a task frame with `flags` and queue it (or
-/// send it); returns the mirai.
+/// send it); returns the mirai. `shared` lists the handles of the shared
+/// objects the payload names (see `shared`), or is NULL.
 #[extendr]
-fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64) -> Result<Robj> {
+fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64, shared: Robj) -> Result<Robj> {
     not_forked()?;
     super::mirai::collect();
     let host = host(&h)?;
@@ -70,9 +77,11 @@ fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64) -> Result<Ro
         hooks(serial),
     )
     .map_err(failed)?;
+    // SAFETY: `shared` is protected by extendr for this call.
+    let objects = super::shared::objects(unsafe { shared.get() }).map_err(r_error)?;
     let task = Task {
         aio: aio.clone(),
-        frame,
+        frame: frame.naming(objects),
     };
     host.submit(task, millis(timeout_ms));
     mirai_for(aio, serial)
