@@ -67,7 +67,7 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   }
   submit <- function(elem, expr) {
     payload <- .payload(expr, globals, list(.f = .f, .x = elem, .args = .args))
-    .submit(payload, NULL, profile$compute, call, flags = flags, shared = shared$handles)
+    .submit_to(profile, payload, -1, flags = flags, shared = shared$handles)
   }
   out <- if (is.null(dx)) {
     expr <- quote(do.call(.f, c(list(.x), .args), quote = TRUE))

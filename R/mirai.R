@@ -135,6 +135,12 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
     return(.Call(wrap__ephemeral_submit, url, payload, timeout, .rscript(),
                  c("-e", sprintf("mirai:::.daemon(\"%s\")", url))))
   }
+  .submit_to(profile, payload, timeout, try, flags, shared)
+}
+
+# .submit() to a profile already looked up, `timeout` already in ms (a
+# map's elements look these up once).
+.submit_to <- function(profile, payload, timeout, try = FALSE, flags = 0L, shared = NULL) {
   if (.otel$on) {
     span <- .otel_mirai_span(profile)
     payload[["._otel_."]] <- .otel_context(span)
