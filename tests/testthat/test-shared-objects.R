@@ -94,6 +94,9 @@ test_that("errors in elements, .stop and cancellation leave the daemons clean", 
   stop_mirai(m)
   r <- collect_mirai(m)
   expect_true(all(vapply(r, function(x) identical(x, 2e5L) || is_error_value(x), TRUE)))
+  # a cancelled task may still be running: once no daemon is busy with
+  # one, no task can name the objects and every daemon has dropped them
+  expect_true(wait_for(function() status()$mirai[["executing"]] == 0L))
   expect_equal(kept_by_daemons(), c(0L, 0L))
   # the daemons serve ordinary tasks after all that
   expect_equal(mirai(1 + 1)[], 2)
