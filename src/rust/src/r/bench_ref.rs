@@ -23,7 +23,7 @@ const MAX_BYTES: f64 = 8e9;
 /// each echo is checked against what was sent.
 #[extendr]
 fn socketpair_echo(bytes: f64, reps: i32) -> Result<Vec<f64>> {
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes <= MAX_BYTES) {
+    if !(1.0..=MAX_BYTES).contains(&bytes) {
         return Err(r_error(format!(
             "'bytes' must be a number of bytes between 1 and {MAX_BYTES}"
         )));
