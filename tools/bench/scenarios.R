@@ -272,6 +272,14 @@ bigvec_psock <- function(cfg) {
   bigvec_rate(function() clusterCall(cl, identity, x)[[1]], x, cfg$big_reps)
 }
 
+# The sockets' own limit: 100 MB echoed through a Unix socketpair by a
+# thread (mirai:::socketpair_echo, which checks every echo), same formula.
+bigvec_socketpair <- function(cfg) {
+  suppressMessages(library(mirai))
+  t <- mirai:::socketpair_echo(1e8, cfg$big_reps + 1L)[-1L] # first: warm-up
+  result(100 / t, "MB/s", "Unix socketpair, echo thread")
+}
+
 # --- 5. draining a queue of 200,000 tasks, 2 workers (tasks/s) ------------
 
 # The tasks are all queued before any daemon exists; the clock runs from

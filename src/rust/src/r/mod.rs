@@ -10,9 +10,11 @@
 //! with [`refhooks`] for configured classes), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
 //! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
-//! declarations extendr lacks ([`api`]).
+//! declarations extendr lacks ([`api`]); [`bench_ref`] is the benchmark's
+//! socketpair reference.
 
 mod api;
+mod bench_ref;
 mod daemon;
 mod daemons;
 mod frames;
@@ -75,4 +77,5 @@ extendr_module! {
     use launch;
     use promises;
     use shared;
+    use bench_ref;
 }
