@@ -7,7 +7,7 @@
 # --no-dispatcher  skip the mirai runs with dispatcher = TRUE (same as
 #                  setting the environment variable MIRAI_BENCH_DISPATCHER=0)
 # --only=...       scenarios to run, from: roundtrip,rtdisp,tasks,map,bigvec,
-#                  drain,memory,tlsrt,tlsbig
+#                  map100k,slowmap,shared,drain,memory,tlsrt,tlsbig
 # --csv=FILE     also write the final table as CSV
 # --scale          also run the core's scale test (2,000 simulated daemons,
 #                  1,000,000 queued tasks: cargo test --ignored), printing
@@ -15,8 +15,8 @@
 #
 # See README.md in this directory for what each scenario measures.
 
-SCENARIOS <- c("roundtrip", "rtdisp", "tasks", "map", "bigvec", "drain", "memory",
-               "tlsrt", "tlsbig")
+SCENARIOS <- c("roundtrip", "rtdisp", "tasks", "map", "map100k", "slowmap", "shared",
+               "bigvec", "drain", "memory", "tlsrt", "tlsbig")
 
 # Child jobs: scenario and system (names match <scenario>_<system>() in
 # scenarios.R). mirai jobs are repeated with dispatcher = TRUE on request.
@@ -27,6 +27,9 @@ JOBS <- list(
   c("tasks", "future"),
   c("map", "mirai"), c("map", "parLapplyLB"), c("map", "clusterApplyLB"),
   c("map", "future.apply"),
+  c("map100k", "mirai"), c("map100k", "parLapply"),
+  c("slowmap", "mirai"), c("slowmap", "parLapplyLB"), c("slowmap", "clusterApplyLB"),
+  c("shared", "mirai"), c("shared", "once"),
   c("bigvec", "mirai"), c("bigvec", "psock"), c("bigvec", "socketpair"),
   c("drain", "mirai"), c("drain", "clusterApplyLB"),
   c("memory", "mirai"),
@@ -68,6 +71,20 @@ ROWS <- list(
       "future_lapply"),
   cmp("mirai_map 20,000, dispatcher", "map/mirai+disp", "map/clusterApplyLB",
       "PSOCK clusterApplyLB", ">=", 2),
+  cmp("mirai_map 100,000 tiny, 2 daemons", "map100k/mirai", "map100k/parLapply",
+      "PSOCK parLapply"),
+  cmp("mirai_map 100,000 tiny, dispatcher", "map100k/mirai+disp", "map100k/parLapply",
+      "PSOCK parLapply", ">=", 1),
+  cmp("mirai_map 1,000 x 10 ms, 2 daemons", "slowmap/mirai", "slowmap/clusterApplyLB",
+      "PSOCK clusterApplyLB"),
+  cmp("mirai_map 1,000 x 10 ms, dispatcher", "slowmap/mirai+disp",
+      "slowmap/clusterApplyLB", "PSOCK clusterApplyLB"),
+  cmp("mirai_map 1,000 x 10 ms, dispatcher", "slowmap/mirai+disp",
+      "slowmap/parLapplyLB", "PSOCK parLapplyLB"),
+  cmp("map of 50 with a 40 MB object", "shared/mirai", "shared/once",
+      "object sent once per daemon", "<=", 2),
+  cmp("map of 50 with a 40 MB object, dispatcher", "shared/mirai+disp",
+      "shared/once+disp", "object sent once per daemon", "<=", 2),
   cmp("100 MB round trip", "bigvec/mirai", "bigvec/psock",
       "PSOCK clusterCall", ">=", 3),
   cmp("100 MB round trip", "bigvec/mirai", "bigvec/socketpair",
@@ -151,7 +168,7 @@ error_message <- function(log) {
 
 # --- formatting ------------------------------------------------------------
 
-lower_is_better <- function(unit) unit %in% c("s/call", "B/task", "x")
+lower_is_better <- function(unit) unit %in% c("s/call", "B/task", "x", "s")
 
 num <- function(x, ...) trimws(formatC(x, big.mark = ",", ...))
 
@@ -159,6 +176,7 @@ fmt_value <- function(r) {
   if (is.null(r)) return("not run")
   if (is.na(r$value)) return("n/a")
   if (r$unit == "x") return(sprintf("%.2fx", r$value))
+  if (r$unit == "s") return(sprintf("%.3f s", r$value))
   if (r$unit == "s/call") {
     v <- r$value * 1e6
     return(paste(num(v, digits = 3, format = "fg"), "us/call"))
@@ -237,7 +255,8 @@ main <- function() {
   jobs <- Filter(function(j) j[1] %in% opts$only, JOBS)
   if (opts$dispatcher) {
     # rtdisp measures both settings itself
-    extra <- Filter(function(j) j[2] == "mirai" && j[1] != "rtdisp", jobs)
+    # (shared/once is mirai too: the reference of the shared-object map)
+    extra <- Filter(function(j) j[2] %in% c("mirai", "once") && j[1] != "rtdisp", jobs)
     jobs <- c(jobs, lapply(extra, function(j) c(j, "disp")))
   }
   res <- list()

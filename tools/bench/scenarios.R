@@ -2,7 +2,8 @@
 #
 #   Rscript tools/bench/scenarios.R <scenario> <system> <quick> <dispatcher> <out.rds>
 #
-# <scenario> is roundtrip, rtdisp, tasks, map, bigvec, drain, memory, tlsrt
+# <scenario> is roundtrip, rtdisp, tasks, map, map100k, slowmap, shared, bigvec,
+# drain, memory, tlsrt
 # or tlsbig; <system> is mirai or
 # a peer (psock, future, ...); <quick> and <dispatcher> are TRUE/FALSE
 # (dispatcher only matters to mirai). Saves list(value, unit, note, runs)
@@ -17,6 +18,12 @@ library(parallel)
 # that ships functions (PSOCK, mirai_map).
 one <- function() 1
 ident <- function(x) x
+plus_one <- function(x) x + 1
+nap <- function(x) {
+  Sys.sleep(0.01)
+  x
+}
+uses_big <- function(i) length(big) + i
 
 settings <- function(quick) {
   if (quick) {
@@ -214,6 +221,84 @@ map_future.apply <- function(cfg) {
   result(throughput(run, cfg$tasks, cfg$reps, seq_len), "tasks/s")
 }
 
+# --- 3b. map over 100,000 tiny elements, 2 workers (elements/s) -----------
+
+map100k_n <- function(cfg) if (cfg$quick) 20000L else 100000L
+
+map100k_mirai <- function(cfg) {
+  mirai_daemons(2L, cfg$dispatcher)
+  on.exit(mirai::daemons(0))
+  run <- function(n) mirai::mirai_map(seq_len(n), plus_one)[]
+  n <- map100k_n(cfg)
+  result(throughput(run, n, if (cfg$quick) 1L else 3L, function(n) seq_len(n) + 1),
+         "tasks/s", paste(sprintf("%s elements", format(n, big.mark = ",")),
+                          dispatcher_note(cfg)))
+}
+
+map100k_parLapply <- function(cfg) {
+  cl <- makePSOCKcluster(2L)
+  on.exit(stopCluster(cl))
+  run <- function(n) parLapply(cl, seq_len(n), plus_one)
+  n <- map100k_n(cfg)
+  result(throughput(run, n, if (cfg$quick) 1L else 3L, function(n) seq_len(n) + 1),
+         "tasks/s", sprintf("%s elements", format(n, big.mark = ",")))
+}
+
+# --- 3c. map over 1,000 elements that each sleep 10 ms (seconds) -----------
+
+slowmap_time <- function(run, cfg) {
+  n <- 1000L
+  t <- vapply(seq_len(if (cfg$quick) 1L else 3L), function(i) {
+    t0 <- now()
+    r <- run(n)
+    el <- now() - t0
+    check_values(r, seq_len(n))
+    el
+  }, numeric(1))
+  result(t, "s")
+}
+
+slowmap_mirai <- function(cfg) {
+  mirai_daemons(2L, cfg$dispatcher)
+  on.exit(mirai::daemons(0))
+  r <- slowmap_time(function(n) mirai::mirai_map(seq_len(n), nap)[], cfg)
+  r$note <- dispatcher_note(cfg)
+  r
+}
+
+slowmap_psock <- function(cfg, fun) {
+  cl <- makePSOCKcluster(2L)
+  on.exit(stopCluster(cl))
+  slowmap_time(function(n) fun(cl, seq_len(n), nap), cfg)
+}
+slowmap_parLapplyLB <- function(cfg) slowmap_psock(cfg, parLapplyLB)
+slowmap_clusterApplyLB <- function(cfg) slowmap_psock(cfg, clusterApplyLB)
+
+# --- 3d. a map of 50 whose `...` hold a 40 MB object (seconds) --------------
+
+# The map sends `big` along with its elements; the reference sends it to
+# each daemon once beforehand (everywhere()) and maps without it.
+shared_time <- function(cfg, once) {
+  mirai_daemons(2L, cfg$dispatcher)
+  on.exit(mirai::daemons(0))
+  big <- runif(5e6)
+  run <- if (once) function() {
+    mirai::collect_mirai(mirai::everywhere({}, big = big))
+    mirai::mirai_map(1:50, uses_big)[]
+  } else function() mirai::mirai_map(1:50, uses_big, big = big)[]
+  run()
+  t <- vapply(seq_len(if (cfg$quick) 2L else 5L), function(i) {
+    t0 <- now()
+    r <- run()
+    el <- now() - t0
+    check_values(r, 5e6 + 1:50)
+    el
+  }, numeric(1))
+  result(t, "s", dispatcher_note(cfg))
+}
+shared_mirai <- function(cfg) shared_time(cfg, once = FALSE)
+shared_once <- function(cfg) shared_time(cfg, once = TRUE)
+
 # --- 4. 100 MB double vector to the worker and back (MB/s) -----------------
 
 big_vector <- function() runif(12.5e6) # 1e8 bytes = 100 MB
@@ -349,6 +434,7 @@ memory_mirai <- function(cfg) {
 main <- function(args) {
   stopifnot(length(args) == 5L)
   cfg <- settings(as.logical(args[3]))
+  cfg$quick <- as.logical(args[3])
   cfg$dispatcher <- as.logical(args[4])
   fun <- get(paste0(args[1], "_", args[2]), mode = "function")
   res <- fun(cfg)

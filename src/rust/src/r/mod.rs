@@ -10,7 +10,8 @@
 //! with [`refhooks`] for configured classes), task and result frames
 //! ([`frames`], [`rawargs`], [`vectors`], [`outframes`]), running R code
 //! safely ([`unwind`], and [`plain_data`] for when it is not needed), external pointers ([`handle`]) and the C API
-//! declarations extendr lacks ([`api`]); [`bench_ref`] is the benchmark's
+//! declarations extendr lacks ([`api`]), the shared objects of a map
+//! ([`shared`]); [`bench_ref`] is the benchmark's
 //! socketpair reference.
 
 mod api;
