@@ -27,6 +27,17 @@ unsafe extern "C" fn finalize<T: Tagged>(x: SEXP) {
     }
 }
 
+/// Another reference to the value behind a handle, checking its type.
+pub fn clone_handle<T: Tagged>(x: SEXP) -> Result<Arc<T>, String> {
+    let p: *const T = get_handle::<T>(x)?;
+    // SAFETY: `p` is the `Arc` `new_handle` leaked, alive while the handle
+    // (protected by the caller) holds its count: one more for the caller.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Ok(Arc::from_raw(p))
+    }
+}
+
 /// Let go of the value behind a handle now, rather than when R collects
 /// the handle (which then refers to nothing); a wrong object is left alone.
 pub fn release_handle<T: Tagged>(x: SEXP) {

@@ -12,7 +12,7 @@
 //! releases those of the previous connection.
 
 use super::api::Rf_inherits;
-use super::handle::{get_handle, new_handle, release_handle, Tagged};
+use super::handle::{clone_handle, new_handle, release_handle, Tagged};
 use super::refhooks::Hooks;
 use super::serial::{serialize_with, unserialize_with};
 use super::{r_error, robj};
@@ -62,14 +62,7 @@ pub fn objects(handles: SEXP) -> std::result::Result<Vec<Arc<SharedObject>>, Str
             return Err("shared objects must be a list of handles".into());
         }
         (0..Rf_xlength(handles))
-            .map(|i| {
-                let h = VECTOR_ELT(handles, i);
-                get_handle::<SharedObject>(h)?;
-                // the handle owns one strong count: take another
-                let p = extendr_ffi::R_ExternalPtrAddr(h) as *const SharedObject;
-                Arc::increment_strong_count(p);
-                Ok(Arc::from_raw(p))
-            })
+            .map(|i| clone_handle::<SharedObject>(VECTOR_ELT(handles, i)))
             .collect()
     }
 }
