@@ -114,6 +114,9 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 .flag_map <- 4L
 # Task flag: the task names objects shared by its map (see mirai_map()).
 .flag_shared <- 8L
+# Set by the daemon's core: the host cancelled the task while it waited in
+# its run (see src/rust/src/host/dispatcher.rs); answered unevaluated.
+.flag_cancelled <- 256L
 
 # The receive-evaluate-reply loop; returns the exit code. The handlers
 # that turn a failing task into an error value are set up once for the
@@ -164,6 +167,11 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       s$calls <- NULL
       # the limits are checked as a task arrives: this one is then the last
       s$last <- s$done + 1 >= maxtasks || 1000 * (proc.time()[["elapsed"]] - s$started) >= walltime
+      if (bitwAnd(msg[[2L]], .flag_cancelled)) {
+        code <- .finish_task(conn, s, .mirai_interrupt(), cleanup, maxtasks)
+        if (!is.null(code)) return(code)
+        next
+      }
       ._mirai_. <- if (msg[[6L]]) .Call(wrap__daemon_task, conn) else unserialize(msg[[4L]])
       if (msg[[5L]]) {
         why <- .Call(wrap__daemon_fill_raw, conn, msg[[1L]], ._mirai_.)

@@ -65,23 +65,31 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
     flags <- bitwOr(flags, .flag_shared)
     on.exit(.Call(wrap__host_unshare, shared$handles))
   }
-  submit <- function(elem, expr) {
-    payload <- .payload(expr, globals, list(.f = .f, .x = elem, .args = .args))
-    .submit_to(profile, payload, -1, flags = flags, shared = shared$handles)
-  }
-  out <- if (is.null(dx)) {
+  if (is.null(dx)) {
     expr <- quote(do.call(.f, c(list(.x), .args), quote = TRUE))
-    `names<-`(lapply(.x, submit, expr), names(.x))
+    elements <- .x
+    nms <- names(.x)
   } else if (is.data.frame(.x)) {
     expr <- quote(do.call(.f, c(.x, .args), quote = TRUE))
+    elements <- lapply(seq_len(dx[1L]), function(i) lapply(.x, `[[`, i))
     rn <- attr(.x, "row.names", exact = TRUE)
-    `names<-`(lapply(seq_len(dx[1L]), function(i) submit(lapply(.x, `[[`, i), expr)),
-              if (is.character(rn)) rn)
+    nms <- if (is.character(rn)) rn
   } else {
     expr <- quote(do.call(.f, c(as.list(.x), .args), quote = TRUE))
-    `names<-`(lapply(seq_len(dx[1L]), function(i) submit(.x[i, ], expr)),
-              if (is.matrix(.x)) rownames(.x))
+    elements <- lapply(seq_len(dx[1L]), function(i) .x[i, ])
+    nms <- if (is.matrix(.x)) rownames(.x)
   }
+  # one call submits every element, unless something is needed per element
+  # on this side (a trace span, a seed's stream, room in a memory budget)
+  out <- if (.otel$on || profile$sync || !is.null(profile$seed) || !is.null(profile$memory)) {
+    lapply(elements, function(elem)
+      .submit_to(profile, .payload(expr, globals, list(.f = .f, .x = elem, .args = .args)), -1,
+                 flags = flags, shared = shared$handles))
+  } else {
+    template <- .payload(expr, globals, list(.f = .f, .x = NULL, .args = .args))
+    .Call(wrap__host_submit_map, profile$host, template, as.list(elements), flags, shared$handles)
+  }
+  names(out) <- nms
   class(out) <- "mirai_map"
   if (length(.promise)) .map_promises(out, .promise)
   invisible(out)

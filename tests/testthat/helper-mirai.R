@@ -86,6 +86,9 @@ pid_alive <- function(pid) {
   !identical(state, "Z")
 }
 
+# Seconds since `t0` (a Sys.time()).
+elapsed <- function(t0) as.numeric(difftime(Sys.time(), t0, units = "secs"))
+
 # Connections of a profile.
 n_conn <- function(.compute = NULL) status(.compute = .compute)$connections
 

@@ -2,8 +2,6 @@
 # to free daemons, cancellation, backpressure, status, dynamic scaling,
 # everywhere(), per-task random streams and faults, on real daemons.
 
-elapsed <- function(t0) as.numeric(difftime(Sys.time(), t0, units = "secs"))
-
 # Wait until the profile's dispatcher reports `n` executing tasks.
 wait_executing <- function(n, timeout = 10, .compute = NULL)
   wait_for(function() status(.compute = .compute)$mirai[["executing"]] == n, timeout)

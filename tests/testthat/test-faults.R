@@ -1,7 +1,5 @@
 # Faults: daemons dying, hosts dying, hostile peers, version mismatches.
 
-elapsed <- function(t0) as.numeric(difftime(Sys.time(), t0, units = "secs"))
-
 test_that("a daemon killed mid-task resolves its mirai to errorValue 19", {
   daemons(1, dispatcher = FALSE, .compute = "victim")
   on.exit(daemons(0, .compute = "victim"))

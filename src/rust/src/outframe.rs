@@ -5,6 +5,7 @@
 //! is gone.
 
 use crate::host::shared::SharedObject;
+use crate::protocol::message::TASK_FLAGS_AT;
 use std::sync::Arc;
 
 /// Memory outside the frame, read-only while the frame exists.
@@ -99,6 +100,18 @@ impl OutFrame {
         self.tail.as_ref().map_or(&[], |t| &t.shared)
     }
 
+    /// A TASK frame's flags.
+    pub fn task_flags(&self) -> u8 {
+        self.head.get(TASK_FLAGS_AT).copied().unwrap_or(0)
+    }
+
+    /// Set or clear flag bits of a TASK frame.
+    pub fn set_task_flag(&mut self, flag: u8, on: bool) {
+        if let Some(f) = self.head.get_mut(TASK_FLAGS_AT) {
+            *f = if on { *f | flag } else { *f & !flag };
+        }
+    }
+
     fn slices(&self) -> &[Slice] {
         self.tail.as_ref().map_or(&[], |t| &t.slices)
     }
@@ -141,5 +154,19 @@ mod tests {
         let rest: Vec<u8> = f.chunks_from(4).flatten().copied().collect();
         assert_eq!(rest, [7, 7, 7, 7]);
         assert_eq!(f.chunks_from(8).count(), 0);
+    }
+
+    #[test]
+    fn task_flags_are_read_and_set_in_place() {
+        use crate::protocol::message::{task_prefix, TASK_MAP, TASK_MORE};
+        let mut f = OutFrame::from(task_prefix(3, TASK_MAP, 0));
+        assert_eq!(f.task_flags(), TASK_MAP);
+        f.set_task_flag(TASK_MORE, true);
+        assert_eq!(f.task_flags(), TASK_MAP | TASK_MORE);
+        f.set_task_flag(TASK_MORE, false);
+        assert_eq!(f.task_flags(), TASK_MAP);
+        let mut empty = OutFrame::from(Vec::new());
+        empty.set_task_flag(TASK_MORE, true);
+        assert_eq!(empty.task_flags(), 0);
     }
 }

@@ -30,13 +30,14 @@ use crate::aio::SPIN_BEFORE_SLEEP;
 use crate::protocol::frame::{read_body_into, read_header_blocking, FRAME_MAX};
 use crate::protocol::handshake::Stream;
 use crate::protocol::message::{
-    parse_share_id, read_task_blocking, signal_frame, RawArg, CANCEL, EXIT, HEARTBEAT, LEAVING,
-    SHARE, TASK, UNSHARE,
+    parse_share_id, read_task_blocking, signal_frame, RawArg, TaskHead, CANCEL, EXIT, HEARTBEAT,
+    LEAVING, SHARE, TASK, TASK_MORE, UNSHARE,
 };
 use crate::transport::url::Url;
 use crate::transport::{SyncStream, TransportError};
 use connect::{connect_once, Connected};
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,6 +67,9 @@ pub enum Incoming {
         flags: u8,
         epoch: u64,
         raw: Vec<RawArg>,
+        /// The host cancelled it while it waited in its run: answer it
+        /// without evaluating it.
+        cancelled: bool,
     },
     /// A new connection's set-up from a dispatcher: this daemon's
     /// random-number stream.
@@ -138,6 +142,9 @@ pub struct Client {
     pending_raw: Mutex<Option<(u64, Vec<RawArg>)>>,
     /// R holds a serialization configuration (from an earlier connection).
     serial_set: AtomicBool,
+    /// The rest of the run being served (see `host::dispatcher`): tasks
+    /// read ahead, in order, with their connection's epoch.
+    run: Mutex<VecDeque<(TaskHead, u64, Vec<u8>)>>,
 }
 
 /// Check `fd` for input for up to [`SPIN_BEFORE_SLEEP`], yielding the
@@ -238,6 +245,7 @@ impl Client {
             send_buf: Mutex::new(Vec::new()),
             just_served: AtomicBool::new(false),
             pending_raw: Mutex::new(None),
+            run: Mutex::new(VecDeque::new()),
             serial_set: AtomicBool::new(false),
         })
     }
@@ -263,6 +271,9 @@ impl Client {
         if let Some((epoch, raw)) = self.pending_raw.lock().take() {
             let rest = raw.iter().filter_map(RawArg::data_len).sum();
             self.skip_raw(epoch, rest);
+        }
+        if let Some(task) = self.next_in_run() {
+            return Some(task);
         }
         let deadline = Instant::now() + slice;
         loop {
@@ -317,6 +328,16 @@ impl Client {
             let mut payload = self.recv_buf.lock();
             match read_message(&c.stream, &mut payload) {
                 Ok(Message::Task(head)) => {
+                    if head.flags & TASK_MORE != 0
+                        && (!head.raw.is_empty() || self.read_run(c).is_err())
+                    {
+                        drop(payload);
+                        drop(guard);
+                        if let Some(m) = self.disconnected() {
+                            return Some(m);
+                        }
+                        continue;
+                    }
                     if head.raw.is_empty() {
                         self.watch.set_busy(Some(Busy {
                             fd: c.stream.fd(),
@@ -331,12 +352,17 @@ impl Client {
                         flags: head.flags,
                         epoch: c.epoch,
                         raw: head.raw,
+                        cancelled: false,
                     });
                 }
                 Ok(Message::Share(id)) => return Some(Incoming::Share { id, epoch: c.epoch }),
                 Ok(Message::Unshare(id)) => return Some(Incoming::Unshare(id)),
                 Ok(Message::Exit) => return Some(Incoming::Exit),
-                Ok(Message::StaleCancel | Message::Heartbeat) => continue,
+                Ok(Message::Cancel(id)) => {
+                    self.watch.note_run_cancel(id);
+                    continue;
+                }
+                Ok(Message::Heartbeat) => continue,
                 Err(_) => {
                     drop(payload);
                     drop(guard);
@@ -346,6 +372,91 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Read the rest of a run, whose first task has just come (the host
+    /// sends a run's tasks back to back): nothing else may come between
+    /// them but HEARTBEATs and CANCELs.
+    fn read_run(&self, c: &Conn) -> std::io::Result<()> {
+        loop {
+            let mut payload = Vec::new();
+            match read_message(&c.stream, &mut payload)? {
+                Message::Task(head) if head.raw.is_empty() => {
+                    let more = head.flags & TASK_MORE != 0;
+                    self.run.lock().push_back((head, c.epoch, payload));
+                    self.watch.set_run_waiting(true);
+                    if !more {
+                        return Ok(());
+                    }
+                }
+                Message::Heartbeat => {}
+                Message::Cancel(id) => self.watch.note_run_cancel(id),
+                _ => return Err(crate::protocol::invalid("unexpected message within a run")),
+            }
+        }
+    }
+
+    /// The next task of the run being served, if any is left (tasks of a
+    /// connection since closed are dropped: the host has them back).
+    fn next_in_run(&self) -> Option<Incoming> {
+        if self.run.lock().is_empty() {
+            return None;
+        }
+        let (epoch, fd) = {
+            let mut conn = self.conn.lock();
+            let c = conn.as_ref()?;
+            let at = (c.epoch, c.stream.fd());
+            // CANCELs sent while the last task ran (too quick for the
+            // watcher to look) are heard before the next one starts
+            match self.hear_signals(c) {
+                Ok(false) => {}
+                Ok(true) => return Some(Incoming::Exit),
+                Err(_) => {
+                    self.drop_connection(&mut conn);
+                    return None;
+                }
+            }
+            at
+        };
+        loop {
+            let mut run = self.run.lock();
+            let (head, task_epoch, payload) = run.pop_front()?;
+            let last = run.is_empty();
+            drop(run);
+            let cancelled = self.watch.take_run_cancel(head.id);
+            if last {
+                self.watch.set_run_waiting(false);
+            }
+            if task_epoch != epoch {
+                continue;
+            }
+            *self.recv_buf.lock() = payload;
+            self.watch.set_busy(Some(Busy { fd, task: head.id }));
+            self.just_served.store(true, Ordering::Relaxed);
+            return Some(Incoming::Task {
+                id: head.id,
+                flags: head.flags,
+                epoch,
+                raw: head.raw,
+                cancelled,
+            });
+        }
+    }
+
+    /// Read the signals already waiting on the connection (between the
+    /// tasks of a run, when only these can come): true if one was EXIT.
+    fn hear_signals(&self, c: &Conn) -> std::io::Result<bool> {
+        let mut body = Vec::new();
+        while poll_fd(c.stream.fd(), libc::POLLIN, Duration::ZERO) & libc::POLLIN != 0 {
+            self.watch.pulse.heard();
+            match read_message(&c.stream, &mut body)? {
+                Message::Cancel(id) => self.watch.note_run_cancel(id),
+                Message::Heartbeat => {}
+                Message::Exit => return Ok(true),
+                _ => return Err(crate::protocol::invalid("unexpected message within a run")),
+            }
+        }
+        Ok(false)
     }
 
     /// The connection is gone: redial later, or tell R to stop.
@@ -519,8 +630,8 @@ enum Message {
     Share(u64),
     Unshare(u64),
     Exit,
-    /// A CANCEL for a task already finished.
-    StaleCancel,
+    /// A CANCEL for a task not running: finished, or waiting in its run.
+    Cancel(u64),
     Heartbeat,
 }
 
@@ -532,11 +643,16 @@ fn read_message(stream: &SyncStream, payload: &mut Vec<u8>) -> std::io::Result<M
     match kind {
         TASK => Ok(Message::Task(read_task_blocking(stream, len, payload)?)),
         EXIT | CANCEL if len <= SIGNAL_MAX => {
+            payload.clear();
             read_body_into(stream, len, payload)?;
             Ok(if kind == EXIT {
                 Message::Exit
             } else {
-                Message::StaleCancel
+                // (a CANCEL too short to name a task names none)
+                let id = payload
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+                Message::Cancel(id.unwrap_or(u64::MAX))
             })
         }
         HEARTBEAT if len == 0 => Ok(Message::Heartbeat),

@@ -53,6 +53,11 @@ pub struct Watch {
     tempdir: String,
     /// Heartbeat times of the current connection.
     pub pulse: Pulse,
+    /// Tasks of the run being served wait to be started (see
+    /// `Client::recv`), and the CANCELs heard meanwhile for tasks other
+    /// than the one running: those tasks are answered unrun.
+    run_waiting: AtomicBool,
+    run_cancels: Mutex<Vec<u64>>,
 }
 
 impl Watch {
@@ -67,6 +72,8 @@ impl Watch {
             main_thread: unsafe { libc::pthread_self() },
             tempdir,
             pulse: Pulse::new(),
+            run_waiting: AtomicBool::new(false),
+            run_cancels: Mutex::new(Vec::new()),
         });
         let w = watch.clone();
         std::thread::Builder::new()
@@ -104,6 +111,39 @@ impl Watch {
         self.finished.store(true, Ordering::SeqCst);
         self.set_busy(None);
         self.wake.notify_all();
+    }
+
+    /// Whether tasks of a run wait to be started; once none do, the
+    /// CANCELs heard for them are forgotten.
+    pub fn set_run_waiting(&self, waiting: bool) {
+        self.run_waiting.store(waiting, Ordering::SeqCst);
+        if !waiting {
+            self.run_cancels.lock().clear();
+        }
+    }
+
+    /// A CANCEL for task `id`, not the one running: if tasks of a run wait,
+    /// it may be one of them.
+    pub fn note_run_cancel(&self, id: u64) {
+        if self.run_waiting.load(Ordering::SeqCst) {
+            let mut cancels = self.run_cancels.lock();
+            // a run holds at most a few thousand tasks
+            if cancels.len() < 1 << 16 {
+                cancels.push(id);
+            }
+        }
+    }
+
+    /// Whether task `id`, about to start, was cancelled while it waited.
+    pub fn take_run_cancel(&self, id: u64) -> bool {
+        let mut cancels = self.run_cancels.lock();
+        match cancels.iter().position(|&c| c == id) {
+            Some(i) => {
+                cancels.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     fn current(&self) -> Option<Busy> {
@@ -310,6 +350,9 @@ fn take_signal(w: &Watch, busy: Busy) -> bool {
         // SAFETY: signals R's main thread, which exists for the life of
         // the process; R's own SIGINT handler runs there.
         unsafe { libc::pthread_kill(w.main_thread, libc::SIGINT) };
+    } else if got as usize == CANCEL_LEN {
+        drop(st);
+        w.note_run_cancel(id);
     }
     true
 }

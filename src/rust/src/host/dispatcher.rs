@@ -12,13 +12,68 @@
 //! the group was taken; those extra runs are not counted as tasks. A
 //! link's `next_broadcast` says how far it has got: broadcasts before it
 //! it has run, as a group member or as an extra.
+//!
+//! Small `mirai_map()` elements go out in *runs*: consecutive queued
+//! elements handed to a free daemon together (each still its own task,
+//! with its own result and cancellation). The daemon reads a whole run
+//! before evaluating its first task and is free again once it has
+//! answered them all, so a map of tiny elements costs one wait for the
+//! host per run rather than per element. A daemon's run size adapts to
+//! the time its last run took per element: at most double the last run
+//! while elements are quick, back to one as soon as they are not (a map of
+//! slow elements stays spread one by one), and never more than a fair
+//! share of what is queued.
 
 use super::scheduler::{Broadcast, Queued, Running, State, Task};
 use crate::aio::{Aio, Outcome};
 use crate::outframe::OutFrame;
 use crate::protocol::handshake::Stream;
-use crate::protocol::message::{cancel_frame, task_prefix, TASK_KEEP_STATE};
+use crate::protocol::message::{
+    cancel_frame, task_prefix, TASK_KEEP_STATE, TASK_MAP, TASK_MORE, TASK_RAW_ARGS,
+};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most tasks in one run.
+const RUN_MAX: usize = 1024;
+/// Elements this slow (per element, the wait for the host included) are
+/// sent one by one.
+const RUN_SLOW: Duration = Duration::from_millis(1);
+/// About how long a run of quick elements should take.
+const RUN_TIME: Duration = Duration::from_millis(20);
+/// Largest task frame that joins a run (larger ones gain nothing).
+const RUN_FRAME_MAX: usize = 64 << 10;
+
+/// Whether a queued task may be part of a run: a map element, small, with
+/// no raw vectors following it.
+fn joins_run(q: &Queued) -> bool {
+    let flags = q.task.frame.task_flags();
+    q.group.is_none()
+        && flags & TASK_MAP != 0
+        && flags & TASK_RAW_ARGS == 0
+        && q.task.frame.len() <= RUN_FRAME_MAX
+}
+
+/// The size of a daemon's next run, after it took `took` to answer a run
+/// of `len` tasks.
+fn next_run_size(len: usize, took: Duration) -> usize {
+    let per = took / len.max(1) as u32;
+    if per >= RUN_SLOW {
+        return 1;
+    }
+    let by_time = (RUN_TIME.as_nanos() / per.as_nanos().max(1)) as usize;
+    (2 * len).min(by_time).clamp(1, RUN_MAX)
+}
+
+impl super::link::Link {
+    /// The daemon has answered its whole run: size the next one.
+    pub(super) fn run_done(&mut self) {
+        if self.run_len > 0 {
+            self.run_size = next_run_size(self.run_len, self.run_sent.elapsed());
+            self.run_len = 0;
+        }
+    }
+}
 
 /// A TASK frame for `aio` carrying a broadcast's shared payload.
 fn broadcast_frame(aio: &Aio, payload: &Arc<[u8]>) -> OutFrame {
@@ -116,7 +171,8 @@ impl State {
             }
             let q = self.queue.pop_front().expect("front exists");
             self.forget_queued(&q);
-            self.run(conn, q);
+            let run = self.take_run(conn, q);
+            self.run(conn, run);
             return true;
         }
         let link = self.links.get_mut(&conn).expect("checked above");
@@ -127,32 +183,96 @@ impl State {
         false
     }
 
-    /// Send a counted task to a daemon.
-    fn run(&mut self, conn: u64, q: Queued) {
-        let Queued {
-            task,
-            group,
-            attempts,
-            ..
-        } = q;
-        let frame = Arc::new(task.frame);
-        self.executing.insert(
-            task.aio.id,
-            Running {
-                conn,
-                aio: task.aio.clone(),
-                frame: frame.clone(),
+    /// The run starting with `first` (just taken from the queue): the
+    /// queued map elements that follow it, up to the daemon's run size and
+    /// a fair share of the queue. Cancelled tasks met on the way are
+    /// dropped from the queue.
+    fn take_run(&mut self, conn: u64, first: Queued) -> Vec<Queued> {
+        let share =
+            (self.queue.len() - self.cancelled_in_queue + 1).div_ceil(2 * self.links.len().max(1));
+        let size = match self.fixed_run {
+            Some(n) => n,
+            None => self.links[&conn].run_size.min(share),
+        };
+        let mut run = vec![first];
+        if size <= 1 || !joins_run(&run[0]) {
+            return run;
+        }
+        while run.len() < size {
+            let Some(q) = self.queue.front() else {
+                break;
+            };
+            if !q.task.aio.is_pending() {
+                let q = self.queue.pop_front().expect("front exists");
+                self.cancelled_in_queue = self.cancelled_in_queue.saturating_sub(1);
+                self.forget_queued(&q);
+                continue;
+            }
+            // nothing may come between a run's tasks: each must name only
+            // objects the daemon holds or will get before the first
+            let named_before = |o: &&Arc<crate::host::shared::SharedObject>| {
+                self.links[&conn].held.contains_key(&o.id)
+                    || run[0]
+                        .task
+                        .frame
+                        .shared_objects()
+                        .iter()
+                        .any(|f| f.id == o.id)
+            };
+            if !joins_run(q)
+                || !q
+                    .task
+                    .frame
+                    .shared_objects()
+                    .iter()
+                    .all(|o| named_before(&o))
+            {
+                break;
+            }
+            let q = self.queue.pop_front().expect("front exists");
+            self.forget_queued(&q);
+            run.push(q);
+        }
+        run
+    }
+
+    /// Send counted tasks to a daemon, as one run (see the module docs).
+    fn run(&mut self, conn: u64, run: Vec<Queued>) {
+        let last = run.len() - 1;
+        for (i, q) in run.into_iter().enumerate() {
+            let Queued {
+                mut task,
                 group,
                 attempts,
-            },
-        );
-        let link = self.links.get_mut(&conn).expect("caller checked");
-        if let Some(b) = group {
-            link.next_broadcast = link.next_broadcast.max(b + 1);
+                ..
+            } = q;
+            task.frame.set_task_flag(TASK_MORE, i < last);
+            let frame = Arc::new(task.frame);
+            self.executing.insert(
+                task.aio.id,
+                Running {
+                    conn,
+                    aio: task.aio.clone(),
+                    frame: frame.clone(),
+                    group,
+                    attempts,
+                },
+            );
+            let link = self.links.get_mut(&conn).expect("caller checked");
+            if let Some(b) = group {
+                link.next_broadcast = link.next_broadcast.max(b + 1);
+            }
+            // a failed send leaves the task in flight: it resolves when the
+            // connection's reader sees the daemon gone
+            if i == 0 {
+                link.send_task(task.aio, frame);
+            } else {
+                link.send_run_task(task.aio, frame);
+            }
         }
-        // a failed send leaves the task in flight: it resolves when the
-        // connection's reader sees the daemon gone
-        link.send_task(task.aio, frame);
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        link.run_len = last + 1;
+        link.run_sent = Instant::now();
     }
 
     /// If a broadcast whose group is all taken has not been run by this
@@ -275,5 +395,26 @@ impl State {
             counted: true,
             attempts,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_grow_for_quick_elements_and_end_for_slow_ones() {
+        let us = Duration::from_micros;
+        // quick: at most double the last run, as time allows
+        assert_eq!(next_run_size(1, us(80)), 2);
+        assert_eq!(next_run_size(64, us(64 * 50)), 128);
+        assert_eq!(next_run_size(512, us(512 * 20)), RUN_MAX);
+        assert_eq!(next_run_size(RUN_MAX, us(RUN_MAX as u64 * 5)), RUN_MAX);
+        // a run should take about RUN_TIME: 200 us elements give 100
+        assert_eq!(next_run_size(400, us(400 * 200)), 100);
+        // slow elements go one by one, whatever came before
+        assert_eq!(next_run_size(RUN_MAX, RUN_SLOW * RUN_MAX as u32), 1);
+        assert_eq!(next_run_size(1, Duration::from_millis(10)), 1);
+        assert_eq!(next_run_size(0, Duration::ZERO), 1);
     }
 }

@@ -38,6 +38,12 @@ pub struct Link {
     pub last_write: Instant,
     /// The shared objects this daemon holds (see `shared`).
     pub held: super::shared::Held,
+    /// Dispatcher: how many small map elements the next run may hold, and
+    /// the run in progress: when it was sent and its length (see
+    /// `dispatcher`).
+    pub run_size: usize,
+    pub run_sent: Instant,
+    pub run_len: usize,
 }
 
 impl Link {
@@ -52,6 +58,9 @@ impl Link {
             leaving: false,
             last_write: Instant::now(),
             held: Default::default(),
+            run_size: 1,
+            run_sent: Instant::now(),
+            run_len: 0,
         }
     }
 
@@ -80,6 +89,22 @@ impl Link {
         self.inflight.insert(aio.id as u64, aio);
         self.unshare_dead();
         self.share_for(&frame) && self.send(frame)
+    }
+
+    /// Send a later task of a run (see `dispatcher`): it names no object
+    /// the daemon lacks, and nothing may come between it and the run's
+    /// other tasks.
+    pub fn send_run_task(&mut self, aio: Arc<Aio>, frame: SharedFrame) -> bool {
+        self.inflight.insert(aio.id as u64, aio);
+        self.send(frame)
+    }
+
+    /// Whether the daemon holds every object `frame` names.
+    pub fn holds_all(&self, frame: &OutFrame) -> bool {
+        frame
+            .shared_objects()
+            .iter()
+            .all(|o| self.held.contains_key(&o.id))
     }
 }
 

@@ -224,6 +224,12 @@ impl Host {
         st.broadcast(payload, k, || self.new_aio())
     }
 
+    /// Give map elements to daemons in runs of exactly `n` (as the queue
+    /// allows), or with `None` of the adaptive size again (for tests).
+    pub fn fix_runs(&self, n: Option<usize>) {
+        self.state.lock().fixed_run = n;
+    }
+
     pub fn connections(&self) -> usize {
         self.state.lock().links.len()
     }

@@ -87,6 +87,8 @@ pub struct State {
     pub(super) retry: u32,
     /// Tasks queued again after their daemon died.
     pub retries: u64,
+    /// Dispatcher: a fixed run size in place of the adaptive one (tests).
+    pub(super) fixed_run: Option<usize>,
 }
 
 /// Compact the queue once this many cancelled tasks make up half of it.
@@ -212,6 +214,9 @@ impl State {
             return;
         };
         let free = link.inflight.is_empty();
+        if free && self.dispatcher {
+            link.run_done();
+        }
         self.executing.remove(&(id as u32));
         aio.complete(outcome);
         if self.dispatcher && free {

@@ -58,8 +58,17 @@ pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20
 pub const TASK_KEEP_STATE: u8 = 1;
 /// Task flag: large vectors follow as raw data (see the module docs).
 pub const TASK_RAW_ARGS: u8 = 2;
+/// Task flag: an element of a `mirai_map()`.
+pub const TASK_MAP: u8 = 4;
 /// Task flag: the task names objects sent before by `SHARE`.
 pub const TASK_SHARED: u8 = 8;
+/// Task flag: another task of the same run follows at once (a dispatcher
+/// hands a daemon consecutive small map elements together): the daemon
+/// reads it before evaluating this one, so that CANCELs sent after the run
+/// reach it while it works.
+pub const TASK_MORE: u8 = 16;
+/// Where a TASK frame's flags byte is: after the header and the id.
+pub const TASK_FLAGS_AT: usize = crate::protocol::HEADER_LEN + 8;
 /// Result flag: the value is an evaluation error (miraiError/Interrupt).
 pub const RESULT_ERROR: u8 = 1;
 /// Result flag: the value is a plain vector sent as raw data.

@@ -99,6 +99,10 @@ fn daemon_dial(
     Ok(robj(new_handle(Arc::new(c))))
 }
 
+/// Set in a task's flags for R when the host cancelled it while it waited
+/// in its run: R answers it without evaluating it (`.flag_cancelled`).
+const CANCELLED_FLAG: i32 = 256;
+
 /// Wait for the next message: a task `list(id, flags, epoch, payload,
 /// raw, hooked)`, its payload the serialized task as a raw vector (R
 /// unserializes it, within the same handlers as the evaluation) and `raw`
@@ -129,6 +133,7 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
                 flags,
                 epoch,
                 raw,
+                cancelled,
             }) => {
                 let hooked = client.with_task_payload(is_hooked);
                 let payload = match hooked {
@@ -137,7 +142,7 @@ fn daemon_recv(c: Robj, idle_ms: f64) -> Result<Robj> {
                 };
                 let task = list!(
                     id as f64,
-                    flags as i32,
+                    flags as i32 | if cancelled { CANCELLED_FLAG } else { 0 },
                     epoch as f64,
                     payload,
                     !raw.is_empty(),

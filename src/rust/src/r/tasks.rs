@@ -1,5 +1,6 @@
 //! Submitting tasks (mirai.R, map.R, `everywhere()`), and package start-up.
 
+use super::api::Rf_shallow_duplicate;
 use super::daemons::host;
 use super::mirai::{new_mirai, resolved_mirai};
 use super::refhooks::Hooks;
@@ -8,7 +9,11 @@ use super::{frames, millis, not_forked, r_error, robj, INTERRUPT_SLICE};
 use crate::host::{Host, HostConfig, Task};
 use crate::protocol::message::TASK_KEEP_STATE;
 use extendr_api::prelude::*;
-use extendr_ffi::{R_NilValue, Rf_getAttrib, Rf_install, SEXP};
+use extendr_ffi::{
+    R_NamesSymbol, R_NilValue, Rf_allocVector, Rf_getAttrib, Rf_install, Rf_protect, Rf_unprotect,
+    Rf_xlength, R_CHAR, SET_VECTOR_ELT, SEXP, SEXPTYPE, STRING_ELT, TYPEOF, VECTOR_ELT,
+};
+use std::ffi::CStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +92,74 @@ fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64, shared: Robj
     mirai_for(aio, serial)
 }
 
+/// Submit a map's elements in one call (see `mirai_map()`): for each
+/// element of the list `elements`, a copy of the task `template` with the
+/// element as its `.x`, serialized with `flags` and queued. Returns the
+/// list of mirai, in order. (Profiles that need something per element on
+/// R's side, such as a seed's stream or a memory budget, submit element by
+/// element instead.)
+#[extendr]
+fn host_submit_map(
+    h: Robj,
+    template: Robj,
+    elements: Robj,
+    flags: i32,
+    shared: Robj,
+) -> Result<Robj> {
+    not_forked()?;
+    super::mirai::collect();
+    let host = host(&h)?;
+    let serial = serial_of(&h);
+    // SAFETY: the arguments are protected by extendr for this call; each
+    // copy of the template is protected while its frame is made, and the
+    // list of mirai while it is filled.
+    unsafe {
+        let (template, elements) = (template.get(), elements.get());
+        if TYPEOF(template) != SEXPTYPE::VECSXP || TYPEOF(elements) != SEXPTYPE::VECSXP {
+            return Err(r_error("a map's template and elements must be lists"));
+        }
+        let names = Rf_getAttrib(template, R_NamesSymbol);
+        let slot = (0..Rf_xlength(template))
+            .find(|&i| CStr::from_ptr(R_CHAR(STRING_ELT(names, i))) == c".x")
+            .ok_or_else(|| r_error("a map's template has no .x"))?;
+        let objects = super::shared::objects(shared.get()).map_err(r_error)?;
+        let n = Rf_xlength(elements);
+        let out = Rf_protect(Rf_allocVector(SEXPTYPE::VECSXP, n));
+        let mut outcome = Ok(());
+        for i in 0..n {
+            let payload = Rf_protect(Rf_shallow_duplicate(template));
+            SET_VECTOR_ELT(payload, slot, VECTOR_ELT(elements, i));
+            let aio = host.new_aio();
+            let frame = frames::task_frame(aio.id as u64, flags as u8, payload, hooks(serial));
+            Rf_unprotect(1);
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    outcome = Err(failed(e));
+                    break;
+                }
+            };
+            let task = Task {
+                aio: aio.clone(),
+                frame: frame.naming(objects.clone()),
+            };
+            host.submit(task, None);
+            match mirai_for(aio, serial) {
+                Ok(m) => {
+                    SET_VECTOR_ELT(out, i, m.get());
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let out = robj(out);
+        Rf_unprotect(1);
+        outcome.map(|()| out)
+    }
+}
+
 /// Wait until the dispatcher's memory budget has room (the queued bytes
 /// are below it): 0, or -1 if interrupted meanwhile.
 #[extendr]
@@ -105,6 +178,13 @@ fn host_wait_room(h: Robj) -> Result<i32> {
 #[extendr]
 fn host_has_room(h: Robj) -> Result<bool> {
     Ok(host(&h)?.has_room())
+}
+
+/// Tests: give map elements to daemons in runs of `n` (0: adaptive runs).
+#[extendr]
+fn host_fix_runs(h: Robj, n: i32) -> Result<()> {
+    host(&h)?.fix_runs((n > 0).then_some(n as usize));
+    Ok(())
 }
 
 /// `n` random bytes as hex text (URL names; R's own generator is left
@@ -229,8 +309,10 @@ extendr_module! {
     mod tasks;
     fn init_mirai;
     fn host_submit;
+    fn host_submit_map;
     fn host_wait_room;
     fn host_has_room;
+    fn host_fix_runs;
     fn random_hex;
     fn ephemeral_submit;
     fn host_everywhere;
