@@ -166,7 +166,10 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
       s$msg <- msg
       s$calls <- NULL
       # the limits are checked as a task arrives: this one is then the last
-      s$last <- s$done + 1 >= maxtasks || 1000 * (proc.time()[["elapsed"]] - s$started) >= walltime
+      # (the clock is read only for a finite walltime: it costs more than a
+      # tiny task's evaluation)
+      s$last <- s$done + 1 >= maxtasks ||
+        is.finite(walltime) && 1000 * (proc.time()[["elapsed"]] - s$started) >= walltime
       if (bitwAnd(msg[[2L]], .flag_cancelled)) {
         code <- .finish_task(conn, s, .mirai_interrupt(), cleanup, maxtasks)
         if (!is.null(code)) return(code)
