@@ -408,7 +408,8 @@ mod tests {
         // quick: at most double the last run, as time allows
         assert_eq!(next_run_size(1, us(80)), 2);
         assert_eq!(next_run_size(64, us(64 * 50)), 128);
-        assert_eq!(next_run_size(512, us(512 * 20)), RUN_MAX);
+        assert_eq!(next_run_size(512, us(512 * 10)), RUN_MAX);
+        assert_eq!(next_run_size(512, us(512 * 20)), 1000);
         assert_eq!(next_run_size(RUN_MAX, us(RUN_MAX as u64 * 5)), RUN_MAX);
         // a run should take about RUN_TIME: 200 us elements give 100
         assert_eq!(next_run_size(400, us(400 * 200)), 100);
