@@ -325,13 +325,20 @@ bigvec_mirai <- function(cfg) {
 
 # --- TLS: what encryption costs ----------------------------------------------
 
+# One local daemon dialling a profile listening at `url`, connected.
+url_daemon <- function(url, cfg, .compute = NULL) {
+  mirai::daemons(url = url, dispatcher = cfg$dispatcher, .compute = .compute)
+  mirai::launch_local(1L, .compute = .compute)
+  stopifnot(identical(mirai::mirai(1L, .compute = .compute)[], 1L))
+}
+
 # Round trip over tls+tcp:// against tcp://, both on the loopback,
 # interleaved in one process; the value is the ratio of the medians.
 tlsrt_mirai <- function(cfg) {
   suppressMessages(library(mirai))
-  mirai::daemons(1L, url = "tcp://127.0.0.1:0", dispatcher = cfg$dispatcher, .compute = "tcp")
-  mirai::daemons(1L, url = "tls+tcp://127.0.0.1:0", dispatcher = cfg$dispatcher,
-                 .compute = "tls")
+  # (daemons() with a url launches none: SPEC 3.1)
+  url_daemon("tcp://127.0.0.1:0", cfg, "tcp")
+  url_daemon("tls+tcp://127.0.0.1:0", cfg, "tls")
   on.exit({
     mirai::daemons(0, .compute = "tcp")
     mirai::daemons(0, .compute = "tls")
@@ -344,7 +351,7 @@ tlsrt_mirai <- function(cfg) {
 # A 100 MB vector there and back over tls+tcp:// (zero-config credentials).
 tlsbig_mirai <- function(cfg) {
   suppressMessages(library(mirai))
-  mirai::daemons(1L, url = "tls+tcp://127.0.0.1:0", dispatcher = cfg$dispatcher)
+  url_daemon("tls+tcp://127.0.0.1:0", cfg)
   on.exit(mirai::daemons(0))
   x <- big_vector()
   bigvec_rate(function() mirai::mirai(x, x = x)[], x, cfg$big_reps)
