@@ -98,14 +98,6 @@ impl Link {
         self.inflight.insert(aio.id as u64, aio);
         self.send(frame)
     }
-
-    /// Whether the daemon holds every object `frame` names.
-    pub fn holds_all(&self, frame: &OutFrame) -> bool {
-        frame
-            .shared_objects()
-            .iter()
-            .all(|o| self.held.contains_key(&o.id))
-    }
 }
 
 /// Write as much of `frame` as the socket takes without blocking.

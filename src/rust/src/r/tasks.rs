@@ -64,6 +64,27 @@ fn init_mirai(binding: Robj, make_error: Robj) {
     crate::panics::quiet_on_this_thread();
 }
 
+/// Serialize `payload` (protected by the caller) into a task frame with
+/// `flags` naming `objects`, queue it (or send it), and return its mirai.
+fn submit_one(
+    host: &Arc<Host>,
+    serial: SEXP,
+    payload: SEXP,
+    flags: i32,
+    objects: Vec<Arc<crate::host::shared::SharedObject>>,
+    timeout: Option<Duration>,
+) -> Result<Robj> {
+    let aio = host.new_aio();
+    let frame =
+        frames::task_frame(aio.id as u64, flags as u8, payload, hooks(serial)).map_err(failed)?;
+    let task = Task {
+        aio: aio.clone(),
+        frame: frame.naming(objects),
+    };
+    host.submit(task, timeout);
+    mirai_for(aio, serial)
+}
+
 /// Serialize `payload` into a task frame with `flags` and queue it (or
 /// send it); returns the mirai. `shared` lists the handles of the shared
 /// objects the payload names (see `shared`), or is NULL.
@@ -72,31 +93,24 @@ fn host_submit(h: Robj, payload: Robj, flags: i32, timeout_ms: f64, shared: Robj
     not_forked()?;
     super::mirai::collect();
     let host = host(&h)?;
-    let serial = serial_of(&h);
-    let aio = host.new_aio();
-    // SAFETY: `payload` is protected by extendr for this call.
-    let frame = frames::task_frame(
-        aio.id as u64,
-        flags as u8,
-        unsafe { payload.get() },
-        hooks(serial),
+    // SAFETY: `payload` and `shared` are protected by extendr for this call.
+    let (payload, shared) = unsafe { (payload.get(), shared.get()) };
+    let objects = super::shared::objects(shared).map_err(r_error)?;
+    submit_one(
+        host,
+        serial_of(&h),
+        payload,
+        flags,
+        objects,
+        millis(timeout_ms),
     )
-    .map_err(failed)?;
-    // SAFETY: `shared` is protected by extendr for this call.
-    let objects = super::shared::objects(unsafe { shared.get() }).map_err(r_error)?;
-    let task = Task {
-        aio: aio.clone(),
-        frame: frame.naming(objects),
-    };
-    host.submit(task, millis(timeout_ms));
-    mirai_for(aio, serial)
 }
 
 /// Submit a map's elements in one call (see `mirai_map()`): for each
 /// element of the list `elements`, a copy of the task `template` with the
-/// element as its `.x`, serialized with `flags` and queued. Returns the
-/// list of mirai, in order. (Profiles that need something per element on
-/// R's side, such as a seed's stream or a memory budget, submit element by
+/// element as its `.x`, submitted as by `host_submit`. Returns the list of
+/// mirai, in order. (Profiles that need something per element on R's
+/// side, such as a seed's stream or a memory budget, submit element by
 /// element instead.)
 #[extendr]
 fn host_submit_map(
@@ -111,7 +125,7 @@ fn host_submit_map(
     let host = host(&h)?;
     let serial = serial_of(&h);
     // SAFETY: the arguments are protected by extendr for this call; each
-    // copy of the template is protected while its frame is made, and the
+    // copy of the template is protected while it is submitted, and the
     // list of mirai while it is filled.
     unsafe {
         let (template, elements) = (template.get(), elements.get());
@@ -120,6 +134,7 @@ fn host_submit_map(
         }
         let names = Rf_getAttrib(template, R_NamesSymbol);
         let slot = (0..Rf_xlength(template))
+            .filter(|_| TYPEOF(names) == SEXPTYPE::STRSXP)
             .find(|&i| CStr::from_ptr(R_CHAR(STRING_ELT(names, i))) == c".x")
             .ok_or_else(|| r_error("a map's template has no .x"))?;
         let objects = super::shared::objects(shared.get()).map_err(r_error)?;
@@ -129,22 +144,9 @@ fn host_submit_map(
         for i in 0..n {
             let payload = Rf_protect(Rf_shallow_duplicate(template));
             SET_VECTOR_ELT(payload, slot, VECTOR_ELT(elements, i));
-            let aio = host.new_aio();
-            let frame = frames::task_frame(aio.id as u64, flags as u8, payload, hooks(serial));
+            let m = submit_one(host, serial, payload, flags, objects.clone(), None);
             Rf_unprotect(1);
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => {
-                    outcome = Err(failed(e));
-                    break;
-                }
-            };
-            let task = Task {
-                aio: aio.clone(),
-                frame: frame.naming(objects.clone()),
-            };
-            host.submit(task, None);
-            match mirai_for(aio, serial) {
+            match m {
                 Ok(m) => {
                     SET_VECTOR_ELT(out, i, m.get());
                 }
