@@ -256,8 +256,10 @@ impl State {
                     frame: frame.clone(),
                     group,
                     attempts,
+                    sent: self.sent,
                 },
             );
+            self.sent += 1;
             let link = self.links.get_mut(&conn).expect("caller checked");
             if let Some(b) = group {
                 link.next_broadcast = link.next_broadcast.max(b + 1);
@@ -358,7 +360,11 @@ impl State {
         let Some(link) = self.links.get(&conn) else {
             return;
         };
-        let ids: Vec<u64> = link.inflight.keys().copied().collect();
+        let mut ids: Vec<u64> = link.inflight.keys().copied().collect();
+        // pushed to the head one by one: the last sent first
+        ids.sort_unstable_by_key(|id| {
+            std::cmp::Reverse(self.executing.get(&(*id as u32)).map(|r| r.sent))
+        });
         for id in ids {
             let Some(running) = self.executing.remove(&(id as u32)) else {
                 continue;

@@ -46,6 +46,9 @@ pub(super) struct Running {
     pub group: Option<usize>,
     /// Times it was lost with a daemon before (`retry`).
     pub attempts: u32,
+    /// When it was sent, as a count of counted tasks sent before it: a
+    /// daemon starts the tasks of a run in this order.
+    pub sent: u64,
 }
 
 /// One `everywhere()` call.
@@ -89,6 +92,8 @@ pub struct State {
     pub retries: u64,
     /// Dispatcher: a fixed run size in place of the adaptive one (tests).
     pub(super) fixed_run: Option<usize>,
+    /// Dispatcher: counted tasks ever sent (see [`Running::sent`]).
+    pub(super) sent: u64,
 }
 
 /// Compact the queue once this many cancelled tasks make up half of it.
@@ -141,14 +146,32 @@ impl State {
             self.order.remove(i);
         }
         let mut lost = Vec::new();
+        let mut counted = Vec::new();
         for (id, aio) in link.inflight {
             match self.executing.remove(&(id as u32)) {
-                Some(running) if running.attempts < self.retry && aio.is_pending() => {
-                    self.retries += 1;
-                    let attempts = running.attempts + 1;
-                    self.requeue(running, attempts);
-                }
-                _ => lost.push(aio),
+                Some(running) => counted.push(running),
+                None => lost.push(aio),
+            }
+        }
+        // Only the first task of a run can have started: the daemon
+        // evaluates them in turn and every earlier one has answered. The
+        // rest were waiting, as if still queued: they go back to the head
+        // of the queue, in their order, without using an attempt.
+        counted.sort_unstable_by_key(|r| r.sent);
+        let mut waiting = counted.split_off(counted.len().min(1));
+        while let Some(running) = waiting.pop() {
+            if running.aio.is_pending() {
+                let attempts = running.attempts;
+                self.requeue(running, attempts);
+            }
+        }
+        for running in counted {
+            if running.attempts < self.retry && running.aio.is_pending() {
+                self.retries += 1;
+                let attempts = running.attempts + 1;
+                self.requeue(running, attempts);
+            } else {
+                lost.push(running.aio);
             }
         }
         if self.dispatcher {
