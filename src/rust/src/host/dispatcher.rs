@@ -357,28 +357,33 @@ impl State {
     /// A daemon is leaving: tasks it was sent but never started go back to
     /// the head of the queue.
     pub(super) fn requeue_unstarted(&mut self, conn: u64) {
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        let mut ids: Vec<u64> = link.inflight.keys().copied().collect();
-        // pushed to the head one by one: the last sent first
-        ids.sort_unstable_by_key(|id| {
-            std::cmp::Reverse(self.executing.get(&(*id as u32)).map(|r| r.sent))
-        });
+        let ids: Vec<u64> = link.inflight.keys().copied().collect();
+        let mut unstarted = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(running) = self.executing.remove(&(id as u32)) else {
-                continue;
-            };
-            if let Some(link) = self.links.get_mut(&conn) {
+            if let Some(running) = self.executing.remove(&(id as u32)) {
                 link.inflight.remove(&id);
+                unstarted.push(running);
             }
-            if !running.aio.is_pending() {
-                continue; // cancelled meanwhile
-            }
-            let attempts = running.attempts;
-            self.requeue(running, attempts);
         }
+        self.requeue_waiting(unstarted);
         self.dispatch();
+    }
+
+    /// Put tasks a daemon never started back at the head of the queue, in
+    /// the order they were sent, without using an attempt (the cancelled
+    /// ones are dropped).
+    pub(super) fn requeue_waiting(&mut self, mut tasks: Vec<Running>) {
+        // pushed to the head one by one: the last sent first
+        tasks.sort_unstable_by_key(|r| std::cmp::Reverse(r.sent));
+        for running in tasks {
+            if running.aio.is_pending() {
+                let attempts = running.attempts;
+                self.requeue(running, attempts);
+            }
+        }
     }
 
     /// Put a task taken by a daemon back at the head of the queue (the

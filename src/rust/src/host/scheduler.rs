@@ -158,13 +158,8 @@ impl State {
         // rest were waiting, as if still queued: they go back to the head
         // of the queue, in their order, without using an attempt.
         counted.sort_unstable_by_key(|r| r.sent);
-        let mut waiting = counted.split_off(counted.len().min(1));
-        while let Some(running) = waiting.pop() {
-            if running.aio.is_pending() {
-                let attempts = running.attempts;
-                self.requeue(running, attempts);
-            }
-        }
+        let waiting = counted.split_off(counted.len().min(1));
+        self.requeue_waiting(waiting);
         for running in counted {
             if running.attempts < self.retry && running.aio.is_pending() {
                 self.retries += 1;
